@@ -1,0 +1,45 @@
+"""Where qwen keeps its data: bundled profiles, the user's config and cache directories.
+
+Follows each platform's convention (XDG on Linux, ~/Library on macOS, %APPDATA% on Windows);
+`QWEN_CONFIG_DIR` and `QWEN_CACHE_DIR` override them (the tests point both at a temp folder).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def bundled_profiles_dir() -> Path:
+    """The `profiles/` data shipped with the package (inside the wheel, or the source checkout)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "_profiles"
+    if packaged.is_dir():
+        return packaged
+    return here.parent / "profiles"
+
+
+def config_dir() -> Path:
+    """The user's config directory: config file, overlay profiles (`hardware/`, `models/`)."""
+    override = os.environ.get("QWEN_CONFIG_DIR")
+    if override:
+        return Path(override)
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "qwen"
+    if sys.platform == "win32":
+        return Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming") / "qwen"
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "qwen"
+
+
+def cache_dir() -> Path:
+    """The user's cache directory: probe results worth keeping (bandwidth, llama.cpp build)."""
+    override = os.environ.get("QWEN_CACHE_DIR")
+    if override:
+        return Path(override)
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "qwen"
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
+        return Path(base) / "qwen" / "Cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qwen"

@@ -1,0 +1,30 @@
+"""Shared fixtures: every test runs with its own config, cache and HF directories, no colour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every state directory at a temp folder and turn colour off."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("QWEN_CONFIG_DIR", str(state / "config"))
+    monkeypatch.setenv("QWEN_CACHE_DIR", str(state / "cache"))
+    monkeypatch.setenv("HF_HOME", str(state / "hf"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("NO_COLOR", "1")
+    for var in ("QWEN_DEBUG", "QWEN_MODEL", "HF_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE",
+                "HF_HUB_CACHE", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "FORCE_COLOR"):
+        monkeypatch.delenv(var, raising=False)
+    return state
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """Recorded outputs (sysfs trees, sysctl text, ...) that parser tests read."""
+    return DATA
