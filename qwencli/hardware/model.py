@@ -77,6 +77,7 @@ class LlamaCppBuild:
     gpu_offload: bool
     backend: str  # "cpu" | "cuda" | "metal" | "hip" | "vulkan" | "sycl" | "unknown"
     cpu_features: tuple[str, ...] = ()  # what the CPU backend was built to use
+    backends: tuple[str, ...] = ()  # ggml backend registry names, e.g. ("CUDA", "CPU")
     source: str = "probed"  # "probed" | "assumed" (what-if machines assume a matching build)
     error: str | None = None
 
@@ -90,6 +91,7 @@ class Hardware:
     llama_cpp: LlamaCppBuild
     source: str = "probed"  # "probed", "profile NAME", with "+ what-if" when options changed it
     warnings: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())  # e.g. "NVIDIA driver not found"
 
 
 @dataclass(frozen=True)

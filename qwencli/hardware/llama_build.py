@@ -1,0 +1,188 @@
+"""What the installed llama-cpp-python was compiled with, and what it can offload to.
+
+`import llama_cpp` pulls in numpy and jinja2 and costs a few hundred milliseconds, so the probe
+loads the package's shared libraries directly with ctypes and asks llama.cpp itself:
+`llama_supports_gpu_offload()`, the registered ggml backends (their names say how it was built:
+CUDA, ROCm, MTL, Vulkan, SYCL...) and `llama_print_system_info()` for the CPU features compiled in.
+The answer depends only on the installed files, so it is cached keyed by the library's path, size
+and mtime.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.metadata
+import importlib.util
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from qwencli.hardware.model import LlamaCppBuild
+
+# ggml backend registry names -> our backend names (vendor/llama.cpp/ggml/include/ggml-*.h).
+_REGISTRY_BACKENDS = {
+    "CUDA": "cuda",
+    "ROCm": "hip",
+    "MUSA": "musa",
+    "MTL": "metal",
+    "Metal": "metal",
+    "Vulkan": "vulkan",
+    "SYCL": "sycl",
+    "CANN": "cann",
+    "OpenCL": "opencl",
+}
+
+# The CMake switch for each backend, as llama-cpp-python's README documents them.
+_CMAKE_ARGS = {
+    "cuda": "-DGGML_CUDA=on",
+    "metal": "-DGGML_METAL=on",
+    "hip": "-DGGML_HIP=on",
+    "vulkan": "-DGGML_VULKAN=on",
+    "sycl": "-DGGML_SYCL=on -DCMAKE_C_COMPILER=icx -DCMAKE_CXX_COMPILER=icpx",
+}
+
+
+def reinstall_command(backend: str, python: str | None = None) -> str:
+    """The exact command that rebuilds llama-cpp-python for `backend` in this environment."""
+    exe = shlex.quote(python or sys.executable)
+    args = _CMAKE_ARGS.get(backend, "")
+    prefix = "source /opt/intel/oneapi/setvars.sh && " if backend == "sycl" else ""
+    return (f'{prefix}CMAKE_ARGS="{args}" {exe} -m pip install --force-reinstall '
+            f"--no-cache-dir llama-cpp-python")
+
+
+def parse_system_info(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split `llama_print_system_info()` into (backend names, CPU features set to 1).
+
+    The text looks like "CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | ... | CUDA : ARCHS = 890 | ...".
+    """
+    backends: list[str] = []
+    features: list[str] = []
+    current = None
+    for part in text.split("|"):
+        part = part.strip()
+        if not part:
+            continue
+        match = re.match(r"^(\w[\w-]*)\s*:\s*(.*)$", part)
+        if match:
+            current = match.group(1)
+            backends.append(current)
+            part = match.group(2)
+        if current == "CPU" and "=" in part:
+            name, value = (s.strip() for s in part.split("=", 1))
+            if value == "1":
+                features.append(name.lower())
+    return tuple(backends), tuple(features)
+
+
+def backend_from_registry(names: tuple[str, ...]) -> str:
+    """The GPU backend among the registered ggml backends, "cpu" when there is none."""
+    for name in names:
+        if name in _REGISTRY_BACKENDS:
+            return _REGISTRY_BACKENDS[name]
+    return "cpu"
+
+
+def _package_lib_dir() -> Path | None:
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.origin:
+        return None
+    return Path(spec.origin).parent / "lib"
+
+
+def _library_file(lib_dir: Path, base: str) -> Path | None:
+    for name in (f"lib{base}.so", f"lib{base}.dylib", f"{base}.dll", f"lib{base}.dll"):
+        if (lib_dir / name).exists():
+            return lib_dir / name
+    return None
+
+
+def _query_libraries(lib_dir: Path) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
+    """Load libllama (and libggml for the registry) and ask: offload?, backends, CPU features."""
+    if sys.platform == "win32":  # pragma: no cover - Windows only
+        import os
+
+        os.add_dll_directory(str(lib_dir))
+    llama_path = _library_file(lib_dir, "llama")
+    if llama_path is None:
+        raise OSError(f"no llama library in {lib_dir}")
+    llama = ctypes.CDLL(str(llama_path))
+    llama.llama_supports_gpu_offload.restype = ctypes.c_bool
+    llama.llama_print_system_info.restype = ctypes.c_char_p
+    offload = bool(llama.llama_supports_gpu_offload())
+    info = (llama.llama_print_system_info() or b"").decode("utf-8", "replace")
+    info_backends, cpu_features = parse_system_info(info)
+    registry: list[str] = []
+    ggml_path = _library_file(lib_dir, "ggml")
+    if ggml_path is not None:
+        ggml = ctypes.CDLL(str(ggml_path))
+        ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
+        ggml.ggml_backend_reg_get.restype = ctypes.c_void_p
+        ggml.ggml_backend_reg_get.argtypes = [ctypes.c_size_t]
+        ggml.ggml_backend_reg_name.restype = ctypes.c_char_p
+        ggml.ggml_backend_reg_name.argtypes = [ctypes.c_void_p]
+        for index in range(ggml.ggml_backend_reg_count()):
+            name = ggml.ggml_backend_reg_name(ggml.ggml_backend_reg_get(index))
+            registry.append((name or b"?").decode("utf-8", "replace"))
+    return offload, tuple(dict.fromkeys([*registry, *info_backends])), cpu_features
+
+
+def probe_llama_build(cache_file: Path | None = None) -> LlamaCppBuild:
+    """Describe the installed llama-cpp-python build; never raises."""
+    try:
+        version: str | None = importlib.metadata.version("llama_cpp_python")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    lib_dir = _package_lib_dir()
+    if lib_dir is None:
+        return LlamaCppBuild(installed=False, version=version, gpu_offload=False,
+                             backend="cpu", error="llama-cpp-python is not installed")
+    llama_path = _library_file(lib_dir, "llama")
+    key = None
+    if llama_path is not None:
+        stat = llama_path.stat()
+        key = f"{llama_path}:{stat.st_size}:{stat.st_mtime_ns}:{version}"
+        cached = _read_cache(cache_file, key)
+        if cached is not None:
+            return cached
+    try:
+        offload, backends, cpu_features = _query_libraries(lib_dir)
+    except (OSError, AttributeError) as exc:
+        return LlamaCppBuild(installed=True, version=version, gpu_offload=False,
+                             backend="unknown", error=f"could not load llama.cpp: {exc}")
+    build = LlamaCppBuild(installed=True, version=version, gpu_offload=offload,
+                          backend=backend_from_registry(backends), cpu_features=cpu_features,
+                          backends=backends)
+    _write_cache(cache_file, key, build)
+    return build
+
+
+def _read_cache(cache_file: Path | None, key: str) -> LlamaCppBuild | None:
+    if cache_file is None:
+        return None
+    try:
+        data = json.loads(cache_file.read_text())
+        if data.get("key") != key:
+            return None
+        return LlamaCppBuild(installed=True, version=data["version"],
+                             gpu_offload=bool(data["gpu_offload"]), backend=data["backend"],
+                             cpu_features=tuple(data["cpu_features"]),
+                             backends=tuple(data["backends"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_cache(cache_file: Path | None, key: str | None, build: LlamaCppBuild) -> None:
+    if cache_file is None or key is None:
+        return
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache_file.write_text(json.dumps({
+            "key": key, "version": build.version, "gpu_offload": build.gpu_offload,
+            "backend": build.backend, "cpu_features": list(build.cpu_features),
+            "backends": list(build.backends),
+        }))
+    except OSError:
+        pass

@@ -1,0 +1,316 @@
+"""Named machines (`profiles/hardware/*.toml`) for `--hardware NAME` what-if runs.
+
+A profile states a machine from its spec sheet, so plans can be made for hardware the user does
+not have at hand. Bundled profiles ship in `profiles/hardware/`; files in the user's
+`config_dir()/hardware/` add to them, and one with the same name replaces the bundled one.
+
+Schema (unknown keys are an error, so a typo is not silently ignored):
+
+    name = "desktop-rtx4090-64gb"      # must equal the file name without .toml
+    description = "..."
+    os = "linux"                        # linux | darwin | windows
+    ram = "64GB"                        # size string; bare GB is binary, as on the box
+    ram_bandwidth_gbs = 83.2            # CPU memory bandwidth, decimal GB/s
+    ram_available = "60GB"              # optional; default: ram less the idle-OS reserve
+    unified = false                     # optional; true for Apple Silicon / Jetson
+    [cpu]
+    model = "AMD Ryzen 9 7950X"
+    arch = "x86_64"                     # x86_64 | arm64 | ...
+    physical_cores = 16
+    logical_cores = 32
+    performance_cores = 8               # optional (Apple P-cores)
+    features = ["avx2", "fma", ...]     # llama.cpp system_info names, lower case
+    [[gpus]]                            # optional, one table per kind of card
+    name = "RTX 4090"                   # a name the known-GPU table (profiles/gpus.toml) knows
+    count = 1                           # optional, default 1
+    vram = "24GB"                       # optional override of the table's memory
+
+`unified` must agree with the GPU table: a unified machine has exactly one unified GPU, whose
+memory is the machine's RAM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from qwencli.errors import ConfigError, UsageError
+from qwencli.hardware.known_gpus import (
+    KnownGpu,
+    TomlSection,
+    lookup,
+    nearest_names,
+    read_toml,
+)
+from qwencli.hardware.model import (
+    Bandwidth,
+    Cpu,
+    Gpu,
+    Hardware,
+    LlamaCppBuild,
+    Memory,
+)
+from qwencli.paths import bundled_profiles_dir, config_dir
+from qwencli.units import format_bytes
+
+GIB = 1024**3
+OSES = ("linux", "darwin", "windows")
+
+# What an idle OS (kernel, desktop or services, page cache it will not give back) keeps for
+# itself on a machine whose RAM is stated rather than measured: 10 % of RAM, at least 0.5 GiB
+# (a headless server) and at most 2 GiB (a desktop session), and never more than half the RAM.
+RESERVE_SHARE = 0.10
+RESERVE_MIN = GIB // 2
+RESERVE_MAX = 2 * GIB
+
+
+@dataclass(frozen=True)
+class ProfileGpu:
+    """One `[[gpus]]` entry: a known card, how many, and an optional memory override."""
+
+    name: str  # canonical known-GPU name
+    count: int
+    vram_bytes: int | None
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """A named machine as its file states it (sizes in bytes, bandwidth in bytes/s)."""
+
+    name: str
+    description: str
+    path: Path
+    os: str
+    cpu: Cpu
+    ram_bytes: int
+    ram_bandwidth_bytes_per_s: int
+    ram_available_bytes: int | None
+    gpus: tuple[ProfileGpu, ...]
+    unified: bool
+
+
+# --------------------------------------------------------------------------------------------
+# Building a Hardware from stated facts (shared with whatif.py)
+
+
+def idle_os_reserve(total_bytes: int) -> int:
+    """RAM an idle OS keeps for itself: max(0.5 GiB, 10 %), capped at 2 GiB and at half."""
+    reserve = min(max(RESERVE_MIN, int(total_bytes * RESERVE_SHARE)), RESERVE_MAX)
+    return min(reserve, total_bytes // 2)
+
+
+def stated_memory(
+    total_bytes: int,
+    *,
+    available_bytes: int | None,
+    bandwidth: Bandwidth | None,
+    swap_total_bytes: int = 0,
+    swap_free_bytes: int = 0,
+    origin: str,
+) -> Memory:
+    """Memory for a machine whose RAM is stated (profile, --ram), not measured.
+
+    Without a stated `available_bytes`, available is the total less `idle_os_reserve`.
+    """
+    if available_bytes is None:
+        reserve = idle_os_reserve(total_bytes)
+        available = total_bytes - reserve
+        reason = (
+            f"{origin}: {format_bytes(total_bytes)} stated, less {format_bytes(reserve)} "
+            "an idle OS keeps (10 % of RAM, at least 0.5 GiB, at most 2 GiB)"
+        )
+    else:
+        available = min(available_bytes, total_bytes)
+        reason = f"{origin}: {format_bytes(available)} available as stated"
+    return Memory(
+        total_bytes=total_bytes,
+        available_bytes=available,
+        swap_total_bytes=swap_total_bytes,
+        swap_free_bytes=swap_free_bytes,
+        limit_bytes=None,
+        limit_source=None,
+        reason=reason,
+        bandwidth=bandwidth,
+    )
+
+
+def gpu_backend(gpus: Sequence[Gpu]) -> str:
+    """The backend a build for these GPUs would use: that of the GPU with the most memory."""
+    return max(gpus, key=lambda gpu: gpu.total_bytes).backend
+
+
+def assumed_build(
+    gpus: Sequence[Gpu], *, version: str | None, cpu_features: tuple[str, ...]
+) -> LlamaCppBuild:
+    """A stated machine assumes a llama-cpp-python build that can use its GPUs (or its CPU)."""
+    if gpus:
+        return LlamaCppBuild(
+            installed=True,
+            version=version,
+            gpu_offload=True,
+            backend=gpu_backend(gpus),
+            cpu_features=cpu_features,
+            source="assumed",
+        )
+    return LlamaCppBuild(
+        installed=True,
+        version=version,
+        gpu_offload=False,
+        backend="cpu",
+        cpu_features=cpu_features,
+        source="assumed",
+    )
+
+
+def profile_to_hardware(p: HardwareProfile, table: Sequence[KnownGpu] | None = None) -> Hardware:
+    """The profile as a Hardware record (source "profile NAME"); pure given the GPU table."""
+    memory = stated_memory(
+        p.ram_bytes,
+        available_bytes=p.ram_available_bytes,
+        bandwidth=Bandwidth(
+            p.ram_bandwidth_bytes_per_s,
+            "profile",
+            f"profile {p.name}: {p.ram_bandwidth_bytes_per_s / 1e9:g} GB/s ({p.path.name})",
+        ),
+        origin=f"profile {p.name}",
+    )
+    gpus: list[Gpu] = []
+    for entry in p.gpus:
+        known = lookup(entry.name, table=table)
+        if known is None:  # pragma: no cover - load_profile checked the name
+            raise ConfigError(f"{p.path}: unknown GPU {entry.name!r}")
+        for _ in range(entry.count):
+            gpus.append(
+                known.to_gpu(len(gpus), vram_bytes=entry.vram_bytes, pool_bytes=p.ram_bytes)
+            )
+    return Hardware(
+        os=p.os,
+        cpu=p.cpu,
+        memory=memory,
+        gpus=tuple(gpus),
+        llama_cpp=assumed_build(gpus, version=None, cpu_features=p.cpu.features),
+        source=f"profile {p.name}",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+def list_profiles() -> dict[str, Path]:
+    """Profile name -> file, bundled first, the user's `config_dir()/hardware/` overriding."""
+    found: dict[str, Path] = {}
+    for folder in (bundled_profiles_dir() / "hardware", config_dir() / "hardware"):
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.toml")):
+                found[path.stem] = path
+    return dict(sorted(found.items()))
+
+
+def load_profile(name: str) -> HardwareProfile:
+    """Load and validate a named profile; an unknown name is a usage error listing the names."""
+    profiles = list_profiles()
+    path = profiles.get(name)
+    if path is None:
+        known = ", ".join(profiles) or "(none)"
+        raise UsageError(
+            f"unknown hardware profile {name!r}; known profiles: {known}",
+            hint=f"add your own as {config_dir() / 'hardware' / (name + '.toml')}",
+        )
+    return parse_profile(path, read_toml(path))
+
+
+def parse_profile(
+    path: Path, data: dict, table: Sequence[KnownGpu] | None = None
+) -> HardwareProfile:
+    """Validate parsed TOML as a profile; every error names the file and the key."""
+    root = TomlSection(path, data)
+    root.check_keys(
+        ["name", "description", "os", "cpu", "ram", "ram_bandwidth_gbs"],
+        ["ram_available", "gpus", "unified"],
+    )
+    name = root.string("name")
+    if name != path.stem:
+        raise root.error("name", f"{name!r} must equal the file name {path.stem!r}")
+    ram = root.size("ram")
+    available = root.size("ram_available") if root.has("ram_available") else None
+    if available is not None and available > ram:
+        raise root.error("ram_available", "is larger than ram")
+    unified = root.boolean("unified") if root.has("unified") else False
+    gpus = _parse_gpus(root, table) if root.has("gpus") else ()
+    _check_unified(root, gpus, unified, table)
+    return HardwareProfile(
+        name=name,
+        description=root.string("description"),
+        path=path,
+        os=root.string("os", OSES),
+        cpu=_parse_cpu(root.table("cpu")),
+        ram_bytes=ram,
+        ram_bandwidth_bytes_per_s=int(round(root.positive_number("ram_bandwidth_gbs") * 1e9)),
+        ram_available_bytes=available,
+        gpus=gpus,
+        unified=unified,
+    )
+
+
+def _parse_cpu(section: TomlSection) -> Cpu:
+    section.check_keys(
+        ["model", "arch", "physical_cores", "logical_cores", "features"],
+        ["performance_cores"],
+    )
+    physical = section.integer("physical_cores")
+    logical = section.integer("logical_cores")
+    if logical < physical:
+        raise section.error("logical_cores", f"{logical} is fewer than physical_cores {physical}")
+    performance = (
+        section.integer("performance_cores") if section.has("performance_cores") else None
+    )
+    if performance is not None and performance > physical:
+        raise section.error("performance_cores", f"{performance} is more than physical_cores")
+    return Cpu(
+        model=section.string("model"),
+        arch=section.string("arch"),
+        physical_cores=physical,
+        logical_cores=logical,
+        features=tuple(f.lower() for f in section.strings("features")),
+        performance_cores=performance,
+    )
+
+
+def _parse_gpus(root: TomlSection, table: Sequence[KnownGpu] | None) -> tuple[ProfileGpu, ...]:
+    gpus = []
+    for section in root.tables("gpus"):
+        section.check_keys(["name"], ["count", "vram"])
+        given = section.string("name")
+        known = lookup(given, table=table)
+        if known is None:
+            near = nearest_names(given, table=table)
+            suggestion = f"; did you mean {', '.join(near)}?" if near else ""
+            raise section.error("name", f"unknown GPU {given!r}{suggestion}")
+        vram = section.size("vram") if section.has("vram") else None
+        if vram is not None and known.unified:
+            raise section.error("vram", f"{known.name} shares system RAM; set ram instead")
+        gpus.append(
+            ProfileGpu(
+                name=known.name,
+                count=section.integer("count") if section.has("count") else 1,
+                vram_bytes=vram,
+            )
+        )
+    return tuple(gpus)
+
+
+def _check_unified(
+    root: TomlSection,
+    gpus: Sequence[ProfileGpu],
+    unified: bool,
+    table: Sequence[KnownGpu] | None,
+) -> None:
+    """A unified machine has one unified GPU; a unified GPU needs a unified machine."""
+    kinds = [lookup(gpu.name, table=table) for gpu in gpus]
+    shared = [gpu for gpu, known in zip(gpus, kinds) if known is not None and known.unified]
+    if unified and (len(gpus) != 1 or len(shared) != 1 or gpus[0].count != 1):
+        raise root.error("unified", "a unified-memory machine needs exactly one unified GPU")
+    if shared and not unified:
+        raise root.error("unified", f"{shared[0].name} shares system RAM: set unified = true")
