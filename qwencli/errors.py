@@ -29,7 +29,7 @@ class UsageError(QwenError):
 
 
 class ConfigError(QwenError):
-    """A data or config file (a profile, a user overlay) is malformed; the message names the file."""
+    """A data or config file (a profile, a user overlay) is malformed; names the file."""
 
 
 class ProbeError(QwenError):

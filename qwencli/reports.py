@@ -54,7 +54,8 @@ def hardware_sections(hw: Hardware, budget: Budget) -> list[Section]:
     mem_rows = [
         ("total", format_bytes(mem.total_bytes)),
         ("available", format_bytes(mem.available_bytes)),
-        ("swap", f"{format_bytes(mem.swap_free_bytes)} free of {format_bytes(mem.swap_total_bytes)}"),
+        ("swap", f"{format_bytes(mem.swap_free_bytes)} free of "
+                 f"{format_bytes(mem.swap_total_bytes)}"),
         ("container limit", f"{format_bytes(mem.limit_bytes)} ({mem.limit_source})"
          if mem.limit_bytes is not None else "none"),
         ("bandwidth", _bandwidth(mem.bandwidth)),
@@ -67,8 +68,8 @@ def hardware_sections(hw: Hardware, budget: Budget) -> list[Section]:
                 share = "integrated, shares system memory" if gpu.integrated else "unified memory"
                 rows.append(("memory", f"{format_bytes(gpu.total_bytes)} {share}"))
                 if gpu.working_set_bytes:
-                    rows.append(("GPU working set",
-                                 f"{format_bytes(gpu.working_set_bytes)} ({gpu.working_set_source})"))
+                    working_set = format_bytes(gpu.working_set_bytes)
+                    rows.append(("GPU working set", f"{working_set} ({gpu.working_set_source})"))
             else:
                 rows.append(("memory", f"{format_bytes(gpu.free_bytes)} free of "
                                        f"{format_bytes(gpu.total_bytes)}"))

@@ -58,7 +58,8 @@ def plan_budget(hw: Hardware) -> Budget:
             )
         else:
             size = max(0, gpu.free_bytes - GPU_HEADROOM)
-            reason = f"{format_bytes(gpu.free_bytes)} free less {format_bytes(GPU_HEADROOM)} headroom"
+            reason = (f"{format_bytes(gpu.free_bytes)} free less "
+                      f"{format_bytes(GPU_HEADROOM)} headroom")
         if not usable:
             reason = f"not usable: the installed llama.cpp build is {hw.llama_cpp.backend}-only"
             if hw.llama_cpp.backend not in ("cpu", "unknown"):

@@ -186,12 +186,16 @@ class KnownGpu:
     gpu_cores: tuple[int, ...] = ()  # Apple: the GPU core counts this entry stands for
 
     @property
+    def bandwidth_gbs(self) -> float:
+        """Peak bandwidth in decimal GB/s, as the table states it."""
+        return self.bandwidth_bytes_per_s / 1e9
+
+    @property
     def bandwidth(self) -> Bandwidth:
-        gbs = self.bandwidth_bytes_per_s / 1e9
         return Bandwidth(
             self.bandwidth_bytes_per_s,
             "table",
-            f"known-GPU table (profiles/gpus.toml): {self.name}, {gbs:g} GB/s",
+            f"known-GPU table (profiles/gpus.toml): {self.name}, {self.bandwidth_gbs:g} GB/s",
         )
 
     def to_gpu(
@@ -285,7 +289,7 @@ def parse_entry(section: TomlSection) -> KnownGpu:
         vendor=section.string("vendor", VENDORS),
         backend=section.string("backend", BACKENDS),
         memory_bytes=memory,
-        bandwidth_bytes_per_s=int(round(section.positive_number("bandwidth_gbs") * 1e9)),
+        bandwidth_bytes_per_s=round(section.positive_number("bandwidth_gbs") * 1e9),
         unified=unified,
         gpu_cores=section.integers("gpu_cores") if section.has("gpu_cores") else (),
     )
@@ -391,9 +395,7 @@ def lookup(
     return min(entries, key=lambda entry: entry.bandwidth_bytes_per_s)
 
 
-def nearest_names(
-    name: str, n: int = 5, *, table: Sequence[KnownGpu] | None = None
-) -> list[str]:
+def nearest_names(name: str, n: int = 5, *, table: Sequence[KnownGpu] | None = None) -> list[str]:
     """Canonical names that look like `name`, best first, for 'did you mean' messages."""
     gpus = tuple(table) if table is not None else load_known_gpus()
     index = _cached_index(gpus)

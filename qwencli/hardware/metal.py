@@ -1,11 +1,12 @@
 """The share of Apple unified memory that Metal lets the GPU use (its working set).
 
-macOS caps what the GPU may wire at `MTLDevice.recommendedMaxWorkingSetSize`. A user can raise it
-with `sudo sysctl iogpu.wired_limit_mb=N`; when that is set (non-zero) it is the limit. Otherwise the
-default share is about 2/3 of RAM up to 32 GiB and 3/4 above, as llama.cpp's `ggml_metal_init` logs
-show (recommendedMaxWorkingSetSize 5461 MB on 8 GB, 10923 MB on 16 GB, 21845 MB on 32 GB, 27648 MB on
-36 GB, 49152 MB on 64 GB). Recent macOS releases report somewhat more on large machines (107.5 GiB on
-128 GiB, antirez/ds4#893), so the default is, if anything, cautious there.
+macOS caps what the GPU may wire at `MTLDevice.recommendedMaxWorkingSetSize`. A user can raise
+it with `sudo sysctl iogpu.wired_limit_mb=N`; when that is set (non-zero) it is the limit.
+Otherwise the default share is about 2/3 of RAM up to 32 GiB and 3/4 above, as llama.cpp's
+`ggml_metal_init` logs show (recommendedMaxWorkingSetSize 5461 MB on 8 GB, 10923 MB on 16 GB,
+21845 MB on 32 GB, 27648 MB on 36 GB, 49152 MB on 64 GB). Recent macOS releases report somewhat
+more on large machines (107.5 GiB on 128 GiB, antirez/ds4#893), so the default is, if anything,
+cautious there.
 """
 
 from __future__ import annotations

@@ -247,7 +247,7 @@ def parse_profile(
         os=root.string("os", OSES),
         cpu=_parse_cpu(root.table("cpu")),
         ram_bytes=ram,
-        ram_bandwidth_bytes_per_s=int(round(root.positive_number("ram_bandwidth_gbs") * 1e9)),
+        ram_bandwidth_bytes_per_s=round(root.positive_number("ram_bandwidth_gbs") * 1e9),
         ram_available_bytes=available,
         gpus=gpus,
         unified=unified,
@@ -263,9 +263,7 @@ def _parse_cpu(section: TomlSection) -> Cpu:
     logical = section.integer("logical_cores")
     if logical < physical:
         raise section.error("logical_cores", f"{logical} is fewer than physical_cores {physical}")
-    performance = (
-        section.integer("performance_cores") if section.has("performance_cores") else None
-    )
+    performance = section.integer("performance_cores") if section.has("performance_cores") else None
     if performance is not None and performance > physical:
         raise section.error("performance_cores", f"{performance} is more than physical_cores")
     return Cpu(
@@ -309,7 +307,9 @@ def _check_unified(
 ) -> None:
     """A unified machine has one unified GPU; a unified GPU needs a unified machine."""
     kinds = [lookup(gpu.name, table=table) for gpu in gpus]
-    shared = [gpu for gpu, known in zip(gpus, kinds) if known is not None and known.unified]
+    shared = [
+        gpu for gpu, known in zip(gpus, kinds, strict=True) if known is not None and known.unified
+    ]
     if unified and (len(gpus) != 1 or len(shared) != 1 or gpus[0].count != 1):
         raise root.error("unified", "a unified-memory machine needs exactly one unified GPU")
     if shared and not unified:

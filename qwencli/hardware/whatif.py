@@ -39,10 +39,9 @@ from dataclasses import dataclass, replace
 from qwencli.errors import UsageError
 from qwencli.hardware import metal
 from qwencli.hardware.known_gpus import KnownGpu, lookup, nearest_names, split_cores
-from qwencli.hardware.model import Bandwidth, Gpu, Hardware, LlamaCppBuild
+from qwencli.hardware.model import Bandwidth, Gpu, Hardware
 from qwencli.hardware.profiles import (
     assumed_build,
-    gpu_backend,
     load_profile,
     profile_to_hardware,
     stated_memory,
@@ -178,9 +177,7 @@ def resolve_hardware(whatif: WhatIf, probe: Callable[[], Hardware]) -> Hardware:
     return apply(base, whatif)
 
 
-def apply(
-    base: Hardware, whatif: WhatIf, *, table: Sequence[KnownGpu] | None = None
-) -> Hardware:
+def apply(base: Hardware, whatif: WhatIf, *, table: Sequence[KnownGpu] | None = None) -> Hardware:
     """Pure: `base` with the what-if options applied (see the module docstring for the rules).
 
     `whatif.hardware` is not read here: `resolve_hardware` has already started from it.
@@ -258,9 +255,7 @@ def _gpus(
         return (_unified_gpu(base, known, cores, ram_bytes),)
     count = whatif.gpu_count
     if known is not None:
-        return tuple(
-            known.to_gpu(i, vram_bytes=whatif.vram_bytes) for i in range(count or 1)
-        )
+        return tuple(known.to_gpu(i, vram_bytes=whatif.vram_bytes) for i in range(count or 1))
     if whatif.vram_bytes is None and count is None:
         # Only --ram changed: GPUs stay as probed, but a unified GPU's pool follows the RAM.
         if whatif.ram_bytes is not None:
@@ -302,9 +297,7 @@ def _repool(gpu: Gpu, ram_bytes: int) -> Gpu:
     return replace(gpu, total_bytes=ram_bytes, free_bytes=ram_bytes)
 
 
-def _unified_gpu(
-    base: Hardware, known: KnownGpu | None, cores: int | None, ram_bytes: int
-) -> Gpu:
+def _unified_gpu(base: Hardware, known: KnownGpu | None, cores: int | None, ram_bytes: int) -> Gpu:
     if known is not None:
         if not known.unified:
             raise UsageError(
@@ -352,17 +345,3 @@ def _generic_gpu(index: int, vram_bytes: int) -> Gpu:
         ),
         notes=("what-if GPU: bandwidth assumed",),
     )
-
-
-__all__ = [
-    "ASSUMED_GPU_BANDWIDTH",
-    "ASSUMED_UNIFIED_BANDWIDTH",
-    "GENERIC_GPU_NAME",
-    "GENERIC_UNIFIED_NAME",
-    "LlamaCppBuild",
-    "WhatIf",
-    "apply",
-    "gpu_backend",
-    "parse_whatif",
-    "resolve_hardware",
-]
