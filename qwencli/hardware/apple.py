@@ -1,7 +1,7 @@
 """Apple Silicon's GPU: chip name, GPU cores and the unified memory Metal may use.
 
-An Apple GPU has no VRAM of its own; it shares `hw.memsize` with the CPU, and Metal lets it wire only
-a share of it (see `metal.working_set`). The core count comes from the IO registry
+An Apple GPU has no VRAM of its own; it shares `hw.memsize` with the CPU, and Metal lets it wire
+only a share of it (see `metal.working_set`). The core count comes from the IO registry
 (`ioreg -rc AGXAccelerator -d1`, about 50 ms) and, when that fails, from
 `system_profiler SPDisplaysDataType` (a second or more).
 
@@ -44,7 +44,7 @@ def run_command(args: list[str], timeout: float) -> str:
 
 
 def parse_sysctl(text: str) -> dict[str, str]:
-    """`sysctl` output ("key: value" lines) as a dict; error lines ("sysctl: unknown oid") skipped."""
+    """`sysctl` output ("key: value" lines) as a dict; "sysctl: unknown oid" lines skipped."""
     values: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip() or line.startswith("sysctl:"):

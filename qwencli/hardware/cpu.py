@@ -99,7 +99,7 @@ _ARM_PARTS: dict[int, tuple[str, dict[int, str]]] = {
 
 
 def normalize_arch(machine: str) -> str:
-    """One spelling per architecture: platform.machine() says "AMD64" on Windows, "aarch64" on Linux."""
+    """One spelling per architecture: Windows says "AMD64", Linux "aarch64", macOS "arm64"."""
     m = machine.strip().lower()
     if m in ("x86_64", "amd64", "x64"):
         return "x86_64"
@@ -216,7 +216,9 @@ def parse_proc_cpuinfo(
 
     if physical_cores is None:
         pairs = {
-            (b["physical id"], b["core id"]) for b in blocks if "physical id" in b and "core id" in b
+            (b["physical id"], b["core id"])
+            for b in blocks
+            if "physical id" in b and "core id" in b
         }
         physical_cores = len(pairs) or logical
     physical = max(1, min(physical_cores, logical))

@@ -195,7 +195,7 @@ class KnownGpu:
         return Bandwidth(
             self.bandwidth_bytes_per_s,
             "table",
-            f"known-GPU table (profiles/gpus.toml): {self.name}, {self.bandwidth_gbs:g} GB/s",
+            f"{self.name} specification (known-GPU table, profiles/gpus.toml)",
         )
 
     def to_gpu(
@@ -356,7 +356,7 @@ def _index(gpus: Sequence[KnownGpu]) -> dict[str, list[KnownGpu]]:
         for label in (gpu.name, *gpu.aliases):
             for key in _keys(label):
                 entries = index.setdefault(key, [])
-                if gpu not in entries:
+                if not any(entry is gpu for entry in entries):  # a duplicate row still counts
                     entries.append(gpu)
     return index
 

@@ -26,10 +26,7 @@ def _table_bandwidth(gpu: Gpu) -> Bandwidth | None:
     from qwencli.hardware.known_gpus import lookup
 
     known = lookup(gpu.name, cores=gpu.cores)
-    if known is None or not known.bandwidth_gbs:
-        return None
-    return Bandwidth(int(known.bandwidth_gbs * 1e9), "table",
-                     f"table: {known.name} specification")
+    return known.bandwidth if known is not None else None
 
 
 def _probe_gpus(os_name: str) -> tuple[list[Gpu], list[str]]:

@@ -19,7 +19,7 @@ Schema (unknown keys are an error, so a typo is not silently ignored):
     physical_cores = 16
     logical_cores = 32
     performance_cores = 8               # optional (Apple P-cores)
-    features = ["avx2", "fma", ...]     # llama.cpp system_info names, lower case
+    features = ["avx2", "fma", ...]     # as cpu.llama_features names them (sorted on load)
     [[gpus]]                            # optional, one table per kind of card
     name = "RTX 4090"                   # a name the known-GPU table (profiles/gpus.toml) knows
     count = 1                           # optional, default 1
@@ -171,7 +171,7 @@ def profile_to_hardware(p: HardwareProfile, table: Sequence[KnownGpu] | None = N
         bandwidth=Bandwidth(
             p.ram_bandwidth_bytes_per_s,
             "profile",
-            f"profile {p.name}: {p.ram_bandwidth_bytes_per_s / 1e9:g} GB/s ({p.path.name})",
+            f"stated in profile {p.name} ({p.path})",
         ),
         origin=f"profile {p.name}",
     )
@@ -271,7 +271,7 @@ def _parse_cpu(section: TomlSection) -> Cpu:
         arch=section.string("arch"),
         physical_cores=physical,
         logical_cores=logical,
-        features=tuple(f.lower() for f in section.strings("features")),
+        features=tuple(sorted({f.lower() for f in section.strings("features")})),
         performance_cores=performance,
     )
 

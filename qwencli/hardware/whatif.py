@@ -11,7 +11,8 @@ Every command that plans takes the same options; `resolve_hardware` turns them i
   states). On a unified machine the GPU's pool follows the new RAM.
 * `--gpu NAME` replaces the GPUs with that card from the known-GPU table (memory, bandwidth,
   backend, vendor); an unknown name is a usage error that lists the nearest known names. An
-  Apple chip or Jetson is unified whether or not `--unified` is given.
+  Apple chip or Jetson is unified whether or not `--unified` is given; a Jetson module brings
+  its memory, which becomes the RAM unless `--ram` is given.
 * `--gpus N` makes N identical GPUs: N of `--gpu`, else N of the first probed GPU, else N
   generic GPUs from `--vram`. With none of those it is a usage error.
 * `--vram SIZE` sets total and free memory of each GPU. With no `--gpu` and no probed GPU it
@@ -27,6 +28,8 @@ Every command that plans takes the same options; `resolve_hardware` turns them i
 * When the result has GPUs, the llama.cpp build is assumed to drive them (installed, same
   version as probed, gpu_offload, the GPUs' backend, source "assumed"); with `--cpu-only` it
   is the probed build with offload off and backend "cpu". Otherwise the build is unchanged.
+  When the GPUs or the build change, the probe's offload warnings are worked out again for the
+  what-if machine (`probe.offload_warnings`), so no stale "cannot use your GPU" remains.
 * `source` records what happened: "probed + what-if (--ram 16GiB, --gpu RTX 4090)", or
   "profile NAME + what-if (...)". An empty what-if returns the base unchanged.
 """
@@ -40,6 +43,7 @@ from qwencli.errors import UsageError
 from qwencli.hardware import metal
 from qwencli.hardware.known_gpus import KnownGpu, lookup, nearest_names, split_cores
 from qwencli.hardware.model import Bandwidth, Gpu, Hardware
+from qwencli.hardware.probe import offload_warnings
 from qwencli.hardware.profiles import (
     assumed_build,
     load_profile,
@@ -108,6 +112,11 @@ class WhatIf:
     def changes_hardware(self) -> bool:
         """True when an option other than --hardware was given."""
         return replace(self, hardware=None) != WhatIf()
+
+    def changes_gpus(self) -> bool:
+        """True when the options describe other GPUs than the base machine's."""
+        return (self.gpu_name is not None or self.vram_bytes is not None
+                or self.gpu_count is not None or self.unified)
 
     def describe(self, gpu_label: str | None = None) -> str:
         """The options as a user would type them, e.g. "--ram 16GiB, --gpu RTX 4090"."""
@@ -212,19 +221,26 @@ def apply(base: Hardware, whatif: WhatIf, *, table: Sequence[KnownGpu] | None = 
 
     if whatif.cpu_only:
         llama_cpp = replace(base.llama_cpp, gpu_offload=False, backend="cpu", source="assumed")
-    elif gpus:
+    elif gpus and whatif.changes_gpus():
+        # A machine with other GPUs is imagined with a build that can use them; --ram alone
+        # keeps the probed build, so its warnings about an unusable GPU still stand.
         llama_cpp = assumed_build(
             gpus, version=base.llama_cpp.version, cpu_features=base.llama_cpp.cpu_features
         )
     else:
         llama_cpp = base.llama_cpp
 
+    warnings = base.warnings
+    if llama_cpp != base.llama_cpp or gpus != base.gpus:
+        # The probe's warnings judge the probed build against the probed GPUs; judge again.
+        warnings = tuple(offload_warnings(gpus, llama_cpp))
     label = known.name if known is not None else None
     return replace(
         base,
         memory=memory,
         gpus=gpus,
         llama_cpp=llama_cpp,
+        warnings=warnings,
         source=f"{base.source} + what-if ({whatif.describe(label)})",
     )
 
