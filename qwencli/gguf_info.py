@@ -20,7 +20,7 @@ import re
 import struct
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -29,13 +29,16 @@ from qwencli.errors import QwenError
 from qwencli.paths import cache_dir
 
 __all__ = [
+    "FILE_TYPES",
     "GGML_TYPES",
+    "REMOVED_GGML_TYPES",
     "ArraySummary",
     "GgufAccessError",
     "GgufError",
     "GgufHeader",
     "GgufModel",
     "GgufNotFoundError",
+    "GgufTruncatedError",
     "TensorInfo",
     "file_type_label",
     "ggml_type_info",
@@ -92,8 +95,8 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
     41: ("Q1_0", 128, 18),
 }
 
-#: Types that current llama.cpp refuses to load (it repacks Q4_0 at load time instead).
-REMOVED_GGML_TYPES = frozenset({31, 32, 33, 36, 37, 38})
+#: Type names that current llama.cpp refuses to load (it repacks Q4_0 at load time instead).
+REMOVED_GGML_TYPES = frozenset(GGML_TYPES[i][0] for i in (31, 32, 33, 36, 37, 38))
 
 #: general.file_type (llama_ftype) -> the quant label people use in file names.
 FILE_TYPES: dict[int, str] = {
@@ -133,7 +136,7 @@ _SUMMARY_ONLY_KEYS = frozenset({
 _MAX_KEPT_ARRAY = 1024
 
 # Reading: first chunk sizes (a local read is cheap, an HTTP round trip is not), then doubling.
-_LOCAL_FIRST_CHUNK = 256 * 1024
+_LOCAL_FIRST_CHUNK = 64 * 1024
 _HTTP_FIRST_CHUNK = 2 * 1024 * 1024
 _HTTP_TIMEOUT_S = 30.0
 _MAX_REDIRECTS = 10
@@ -160,6 +163,10 @@ class GgufAccessError(GgufError):
 
 class GgufNotFoundError(GgufError):
     """No such local file, or HTTP 404."""
+
+
+class GgufTruncatedError(GgufError):
+    """The file ends before its header or its tensor data does: an incomplete download."""
 
 
 # --- Results ---------------------------------------------------------------------------------
@@ -252,7 +259,7 @@ class _ModelFacts:
 
     @property
     def quant_label(self) -> str | None:
-        """"Q4_K_M" from general.file_type, else the ggml type holding most matrix bytes."""
+        """The quant label: "Q4_K_M" from general.file_type, else the commonest matrix type."""
         ft = self.file_type
         if ft is not None:
             return file_type_label(ft)
@@ -291,6 +298,9 @@ class GgufHeader(_ModelFacts):
     from_cache: bool = field(default=False, compare=False)
     bytes_read: int = field(default=0, compare=False)  # header bytes fetched (0 from cache)
     requests: int = field(default=0, compare=False)  # HTTP requests, redirects included
+
+    def __hash__(self) -> int:  # metadata is a mapping; these fields identify a header
+        return hash((self.source, self.version, self.data_offset, self.tensors))
 
     @property
     def header_size(self) -> int:
@@ -590,10 +600,10 @@ class _Parser:
                 raise self._truncated(end)
             self.buf += chunk
 
-    def _truncated(self, end: int) -> GgufError:
+    def _truncated(self, end: int) -> GgufTruncatedError:
         size = self.src.size if self.src.size is not None else len(self.buf)
-        return GgufError(f"{self.name}: truncated: the header needs at least {end} bytes "
-                         f"but the file has {size} bytes")
+        return GgufTruncatedError(f"{self.name}: truncated: the header needs at least {end} "
+                                  f"bytes but the file has {size} bytes")
 
     def _remaining(self) -> int:
         size = self.src.size
@@ -689,10 +699,10 @@ class _Parser:
                     self._fill(pos + 8)
                     buf = self.buf
                 (length,) = unpack(buf, pos)
+                if length > limit:
+                    self.pos = pos
+                    raise self._corrupt(f"a string claims {length} bytes")
                 pos += 8 + length
-                if pos > limit:
-                    self.pos = pos - length
-                    raise self._corrupt(f"a string of {length} bytes")
             self.pos = pos
             if pos > len(self.buf):
                 self._fill(pos)
@@ -709,7 +719,7 @@ class _Parser:
     def parse(self) -> dict[str, Any]:
         try:
             self._fill(4)
-        except GgufError:
+        except GgufTruncatedError:
             if not self.buf:
                 raise GgufError(f"{self.name}: not a GGUF file (it is empty)") from None
         magic = bytes(self.buf[:4])
@@ -785,7 +795,7 @@ class _Parser:
         if size is not None and tensors:
             data_end = data_offset + max(t.offset + t.n_bytes for t in tensors)
             if data_end > size:
-                raise GgufError(f"{self.name}: truncated: the tensor data ends at byte "
+                raise GgufTruncatedError(f"{self.name}: truncated: the tensor data ends at byte "
                                 f"{data_end} but the file has {size} bytes "
                                 "(an incomplete download?)")
         arch = metadata.get("general.architecture")
@@ -931,8 +941,8 @@ def _read_local(path: Path, use_cache: bool) -> GgufHeader:
     if use_cache:
         cached = _cache_load(key, lambda e: e.get("size") == st.st_size
                              and e.get("mtime_ns") == st.st_mtime_ns)
-        if cached is not None:
-            return cached
+        if cached is not None:  # the same file may be reached by another path (HF symlinks)
+            return cached if cached.source == source else replace(cached, source=source)
     try:
         with open(path, "rb") as f:
             src = _FileSource(f, st.st_size)
@@ -972,7 +982,8 @@ def _read_url(url: str, headers: Mapping[str, str] | None, use_cache: bool,
                         source=url, etag=src.etag, range_supported=src.range_supported,
                         bytes_read=src.bytes_read, requests=src.requests)
     if use_cache:
-        _cache_save(key, header, etag=src.etag, size=src.size)
+        # The caller's etag when given: it is what the next call will compare against.
+        _cache_save(key, header, etag=want or src.etag, size=src.size)
     return header
 
 

@@ -1,0 +1,347 @@
+"""Synthetic GGUF files for tests, written with the `gguf` package (a test-only dependency).
+
+`write_qwen_gguf` writes a complete qwen3/qwen2 model (every tensor llama.cpp asks for, seeded
+random weights, a byte-level BPE tokenizer with merges), so loaders can run it. Shapes decide
+memory and speed, not weight values, so `QwenShape` presets carry the real Qwen shapes.
+`write_header_only_gguf` writes only the header and extends the file sparsely, which gives a
+multi-GB "7B" file on any disk in milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+
+__all__ = [
+    "QWEN3_0_6B",
+    "QWEN25_1_5B",
+    "QWEN25_7B",
+    "QwenShape",
+    "TensorSpec",
+    "Tokenizer",
+    "byte_level_tokenizer",
+    "tensor_nbytes",
+    "write_header_only_gguf",
+    "write_qwen_gguf",
+    "write_split_header_only_gguf",
+]
+
+TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_UNUSED = 1, 3, 5
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor to declare: name, shape in GGUF order (ne[0], the row length, first), type."""
+
+    name: str
+    shape: tuple[int, ...]
+    ggml_type: str = "F32"
+
+
+def tensor_nbytes(shape: Sequence[int], ggml_type: str) -> int:
+    """Bytes of a tensor, from gguf-py's own table (an independent check of qwencli's)."""
+    block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[ggml_type]]
+    n = 1
+    for d in shape:
+        n *= d
+    return n // block * type_size
+
+
+@dataclass(frozen=True)
+class QwenShape:
+    """The numbers that fix a Qwen model's tensor table (config.json's, in GGUF terms)."""
+
+    arch: str = "qwen3"
+    n_layers: int = 2
+    n_embd: int = 64
+    n_head: int = 4
+    n_head_kv: int = 2
+    head_dim: int = 16
+    n_ff: int = 128
+    vocab: int = 300
+    ctx: int = 4096
+    tied_embeddings: bool = False
+    rope_theta: float = 1_000_000.0
+    rms_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("qwen2", "qwen3"):
+            raise ValueError(f"arch must be qwen2 or qwen3, not {self.arch!r}")
+        if self.arch == "qwen2" and self.n_head * self.head_dim != self.n_embd:
+            raise ValueError("qwen2 needs n_head * head_dim == n_embd (llama.cpp's layout)")
+
+    def tensor_specs(self, weight_type: str = "F32", *, embd_type: str | None = None,
+                     output_type: str | None = None, norm_type: str = "F32") -> list[TensorSpec]:
+        """Every tensor llama.cpp's qwen2/qwen3 loader asks for, in convert_hf_to_gguf order."""
+        e, q, kv = self.n_embd, self.n_head * self.head_dim, self.n_head_kv * self.head_dim
+        specs = [TensorSpec("token_embd.weight", (e, self.vocab), embd_type or weight_type)]
+        for i in range(self.n_layers):
+            b = f"blk.{i}."
+            specs += [
+                TensorSpec(b + "attn_norm.weight", (e,), norm_type),
+                TensorSpec(b + "attn_q.weight", (e, q), weight_type),
+                TensorSpec(b + "attn_k.weight", (e, kv), weight_type),
+                TensorSpec(b + "attn_v.weight", (e, kv), weight_type),
+            ]
+            if self.arch == "qwen2":
+                specs += [TensorSpec(b + "attn_q.bias", (q,), norm_type),
+                          TensorSpec(b + "attn_k.bias", (kv,), norm_type),
+                          TensorSpec(b + "attn_v.bias", (kv,), norm_type)]
+            else:
+                specs += [TensorSpec(b + "attn_q_norm.weight", (self.head_dim,), norm_type),
+                          TensorSpec(b + "attn_k_norm.weight", (self.head_dim,), norm_type)]
+            specs += [
+                TensorSpec(b + "attn_output.weight", (q, e), weight_type),
+                TensorSpec(b + "ffn_norm.weight", (e,), norm_type),
+                TensorSpec(b + "ffn_gate.weight", (e, self.n_ff), weight_type),
+                TensorSpec(b + "ffn_up.weight", (e, self.n_ff), weight_type),
+                TensorSpec(b + "ffn_down.weight", (self.n_ff, e), weight_type),
+            ]
+        specs.append(TensorSpec("output_norm.weight", (e,), norm_type))
+        if not self.tied_embeddings:
+            specs.append(TensorSpec("output.weight", (e, self.vocab), output_type or weight_type))
+        return specs
+
+    def arch_metadata(self) -> dict[str, Any]:
+        """The `{arch}.*` keys llama.cpp reads for this architecture."""
+        a = self.arch
+        meta: dict[str, Any] = {
+            f"{a}.block_count": self.n_layers,
+            f"{a}.context_length": self.ctx,
+            f"{a}.embedding_length": self.n_embd,
+            f"{a}.feed_forward_length": self.n_ff,
+            f"{a}.attention.head_count": self.n_head,
+            f"{a}.attention.head_count_kv": self.n_head_kv,
+            f"{a}.rope.freq_base": float(self.rope_theta),
+            f"{a}.attention.layer_norm_rms_epsilon": float(self.rms_eps),
+        }
+        if a == "qwen3":
+            meta[f"{a}.attention.key_length"] = self.head_dim
+            meta[f"{a}.attention.value_length"] = self.head_dim
+        return meta
+
+
+# Real shapes (config.json of each model; see shared/reference/qwen-catalog.md).
+QWEN3_0_6B = QwenShape("qwen3", 28, 1024, 16, 8, 128, 3072, 151_936, 40_960, True)
+QWEN25_1_5B = QwenShape("qwen2", 28, 1536, 12, 2, 128, 8960, 151_936, 32_768, True)
+QWEN25_7B = QwenShape("qwen2", 28, 3584, 28, 4, 128, 18944, 152_064, 32_768, False)
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """What goes under `tokenizer.ggml.*`; `write_qwen_gguf` pads the tokens to the vocab."""
+
+    tokens: tuple[str, ...]
+    token_types: tuple[int, ...]
+    merges: tuple[str, ...]
+    bos_id: int | None
+    eos_id: int
+    pad_id: int | None = None
+    model: str = "gpt2"
+    pre: str = "qwen2"
+    add_bos: bool = False
+    chat_template: str | None = CHATML_TEMPLATE
+    extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. eot/eom ids
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2's byte -> printable character map, which byte-level BPE vocabularies use."""
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
+    chars = {b: b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = 256 + extra
+            extra += 1
+    return [chr(chars[b]) for b in range(256)]
+
+
+def byte_level_tokenizer(merges: Sequence[tuple[str, str]] = (
+        ("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a")),
+        specials: Sequence[str] = ("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+        chat_template: str | None = CHATML_TEMPLATE) -> Tokenizer:
+    """A tiny Qwen-style tokenizer: the 256 byte tokens, a few merges, the ChatML specials.
+
+    Every byte has a token, so llama.cpp can tokenize any text; bos/pad are <|endoftext|> and
+    eos is <|im_end|>, as in Qwen's GGUFs.
+    """
+    tokens = _bytes_to_unicode()
+    for left, right in merges:
+        if left + right not in tokens:
+            tokens.append(left + right)
+    types = [TOKEN_NORMAL] * len(tokens)
+    ids = {}
+    for s in specials:
+        ids[s] = len(tokens)
+        tokens.append(s)
+        types.append(TOKEN_CONTROL)
+    endoftext = ids.get("<|endoftext|>", len(tokens) - 1)
+    return Tokenizer(
+        tokens=tuple(tokens), token_types=tuple(types),
+        merges=tuple(f"{a} {b}" for a, b in merges),
+        bos_id=endoftext, eos_id=ids.get("<|im_end|>", endoftext), pad_id=endoftext,
+        chat_template=chat_template,
+    )
+
+
+def _add_metadata(writer: gguf.GGUFWriter, metadata: Mapping[str, Any]) -> None:
+    """Typed like the converters do: ints as uint32 (uint64 when large), floats as float32."""
+    for key, value in metadata.items():
+        if isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif isinstance(value, int):
+            if value < 0:
+                writer.add_int32(key, value)
+            elif value < 2**32:
+                writer.add_uint32(key, value)
+            else:
+                writer.add_uint64(key, value)
+        elif isinstance(value, float):
+            writer.add_float32(key, value)
+        elif isinstance(value, str):
+            writer.add_string(key, value)
+        elif isinstance(value, (list, tuple)):
+            writer.add_array(key, list(value))
+        else:
+            raise TypeError(f"{key}: cannot write {type(value).__name__}")
+
+
+def _add_tokenizer(writer: gguf.GGUFWriter, tok: Tokenizer, vocab: int) -> None:
+    if len(tok.tokens) > vocab:
+        raise ValueError(f"tokenizer has {len(tok.tokens)} tokens, more than vocab={vocab}")
+    pad = vocab - len(tok.tokens)
+    writer.add_tokenizer_model(tok.model)
+    writer.add_tokenizer_pre(tok.pre)
+    writer.add_token_list([*tok.tokens, *(f"[PAD{i}]" for i in range(len(tok.tokens), vocab))])
+    writer.add_token_types([*tok.token_types, *([TOKEN_UNUSED] * pad)])
+    if tok.merges:
+        writer.add_token_merges(list(tok.merges))
+    if tok.bos_id is not None:
+        writer.add_bos_token_id(tok.bos_id)
+    writer.add_eos_token_id(tok.eos_id)
+    if tok.pad_id is not None:
+        writer.add_pad_token_id(tok.pad_id)
+    writer.add_add_bos_token(tok.add_bos)
+    if tok.chat_template:
+        writer.add_chat_template(tok.chat_template)
+    _add_metadata(writer, tok.extra)
+
+
+_FILE_TYPE = {"F32": 0, "F16": 1}
+
+
+def write_qwen_gguf(path: str | Path, *, arch: str = "qwen3", n_layers: int = 2,
+                    n_embd: int = 64, n_head: int = 4, n_head_kv: int = 2, head_dim: int = 16,
+                    n_ff: int = 128, vocab: int | None = None, ctx: int = 4096,
+                    tensor_type: str = "F32", tokenizer: Tokenizer | None = None,
+                    tied_embeddings: bool = False, seed: int = 0, name: str = "Qwen test",
+                    alignment: int | None = None,
+                    extra_metadata: Mapping[str, Any] | None = None) -> Path:
+    """A complete, loadable qwen2/qwen3 GGUF with seeded random weights.
+
+    Matrices are `tensor_type` (F32 or F16), norms and biases F32, as the converter writes them.
+    `vocab` defaults to the tokenizer's size; a larger one is padded with [PADn] tokens, as
+    Qwen's 151,936-row embedding is.
+    """
+    if tensor_type not in _FILE_TYPE:
+        raise ValueError(f"tensor_type must be F32 or F16, not {tensor_type!r}")
+    tok = tokenizer or byte_level_tokenizer()
+    shape = QwenShape(arch, n_layers, n_embd, n_head, n_head_kv, head_dim, n_ff,
+                      vocab or len(tok.tokens), ctx, tied_embeddings)
+    path = Path(path)
+    writer = gguf.GGUFWriter(path, arch)
+    if alignment is not None:
+        writer.add_custom_alignment(alignment)
+    writer.add_name(name)
+    writer.add_file_type(_FILE_TYPE[tensor_type])
+    _add_metadata(writer, shape.arch_metadata())
+    _add_tokenizer(writer, tok, shape.vocab)
+    _add_metadata(writer, extra_metadata or {})
+
+    rng = np.random.default_rng(seed)
+    for spec in shape.tensor_specs(tensor_type):
+        np_shape = tuple(reversed(spec.shape))
+        if spec.name.endswith("norm.weight"):
+            data = np.ones(np_shape, dtype=np.float32)
+        else:
+            data = (rng.standard_normal(np_shape, dtype=np.float32) * 0.02).astype(np.float32)
+        if spec.ggml_type == "F16":
+            data = data.astype(np.float16)
+        writer.add_tensor(spec.name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _write_headers(path: Path, tensors: Sequence[TensorSpec], arch: str,
+                   metadata: Mapping[str, Any], split_max_tensors: int,
+                   alignment: int | None) -> list[tuple[Path, int]]:
+    """Header and tensor table only; returns (file, size the tensor data needs) per part."""
+    writer = gguf.GGUFWriter(path, arch, split_max_tensors=split_max_tensors)
+    align = alignment or gguf.GGUF_DEFAULT_ALIGNMENT
+    if alignment is not None:
+        writer.add_custom_alignment(alignment)
+    _add_metadata(writer, metadata)
+    for spec in tensors:
+        qtype = gguf.GGMLQuantizationType[spec.ggml_type]
+        writer.add_tensor_info(spec.name, tuple(reversed(spec.shape)), np.dtype(np.float32),
+                               tensor_nbytes(spec.shape, spec.ggml_type), raw_dtype=qtype)
+    files = writer.format_shard_names(path)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    assert writer.fout is not None
+    out = []
+    for file, fout, part in zip(files, writer.fout, writer.tensors, strict=True):
+        data_offset = -(-fout.tell() // align) * align
+        data = sum(-(-ti.nbytes // align) * align for ti in part.values())
+        out.append((Path(file), data_offset + data))
+    writer.close()
+    return out
+
+
+def write_header_only_gguf(path: str | Path, tensors: Sequence[TensorSpec],
+                           sparse_size: int | None = None, *, arch: str = "qwen3",
+                           metadata: Mapping[str, Any] | None = None,
+                           alignment: int | None = None) -> Path:
+    """A GGUF whose tensor data is a hole: the header, then a sparse extension of the file.
+
+    `sparse_size` defaults to exactly what the tensor table needs; pass less to make a
+    truncated download, or more for padding.
+    """
+    path = Path(path)
+    [(file, needed)] = _write_headers(path, tensors, arch, metadata or {}, 0, alignment)
+    with open(file, "r+b") as f:
+        f.truncate(needed if sparse_size is None else sparse_size)
+    return file
+
+
+def write_split_header_only_gguf(path: str | Path, tensors: Sequence[TensorSpec],
+                                 n_parts: int, *, arch: str = "qwen3",
+                                 metadata: Mapping[str, Any] | None = None) -> list[Path]:
+    """A gguf-split style set (`stem-0000k-of-0000N.gguf`), header-only and sparse.
+
+    As llama.cpp's gguf-split writes it: all metadata in part 1, only `split.*` in the others.
+    """
+    per_part = -(-len(tensors) // n_parts)
+    parts = _write_headers(Path(path), tensors, arch, metadata or {}, per_part, None)
+    if len(parts) != n_parts:
+        raise ValueError(f"{len(tensors)} tensors do not make {n_parts} parts")
+    for file, needed in parts:
+        with open(file, "r+b") as f:
+            f.truncate(needed)
+    return [file for file, _ in parts]
