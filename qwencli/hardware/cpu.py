@@ -4,7 +4,9 @@ llama.cpp picks its fastest kernels from a handful of instruction sets (AVX2, AV
 x86; NEON, dot product, i8mm, SVE, SME on ARM). The OS spells them its own way: the Linux kernel's
 /proc/cpuinfo names ("pni" for SSE3, "asimddp" for the ARM dot product), macOS's sysctl names
 ("AVX1.0", "hw.optional.arm.FEAT_DotProd"). `llama_features` maps all of them onto one vocabulary,
-the lower-case names of llama.cpp's own feature report (`ggml_cpu_has_*`).
+close to llama.cpp's own feature report (`llama_print_system_info`), which differs in three names:
+it says AVX512 for avx512f, AVX512_VBMI for avx512vbmi and MATMUL_INT8 for i8mm, and has no flag
+for avx512bw or amx_bf16.
 
 Parsers are pure; `probe_cpu` is the only function that touches the machine.
 """

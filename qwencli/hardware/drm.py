@@ -76,7 +76,7 @@ AMD_BY_DEVICE: dict[int, str] = {
 # AMD device ids of APUs: GPUs inside the processor, whose memory is system RAM.
 AMD_APUS = frozenset({
     0x15DD, 0x15D8, 0x1636, 0x1638, 0x164C, 0x15E7, 0x1681, 0x164D, 0x163F, 0x1506, 0x164E,
-    0x13C0, 0x15BF, 0x15C8, 0x1900, 0x1901, 0x1902, 0x150E, 0x1114, 0x1586, 0x74A0,
+    0x13C0, 0x15BF, 0x15C8, 0x1900, 0x1901, 0x1902, 0x150E, 0x1114, 0x1586,
 })
 
 # Intel discrete (Arc) cards: name and the smallest VRAM sold under that id, used only when the
@@ -200,7 +200,7 @@ def _intel_vram(dev: Path) -> int | None:
         tiles += size or 0
     if tiles:
         return tiles
-    return _read_int(dev / "lmem_total_bytes") or _read_int(dev.parent / "lmem_total_bytes")
+    return _read_int(dev / "lmem_total_bytes")
 
 
 def _intel(dev: Path, card: Path, device: int, host: tuple[int, int] | None) -> Gpu:

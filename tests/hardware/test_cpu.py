@@ -1,4 +1,4 @@
-"""CPU parsing on recorded /proc/cpuinfo and sysctl outputs (sources in tests/data/hw/SOURCES.md)."""
+"""CPU parsing on recorded /proc/cpuinfo and sysctl outputs (see tests/data/hw/SOURCES.md)."""
 
 from __future__ import annotations
 
@@ -30,10 +30,11 @@ def test_kernel_spells_sse3_as_pni() -> None:
 
 
 def test_x86_full_house_is_sorted_unique_and_lower_case() -> None:
-    flags = (
-        "avx avx2 avx_vnni f16c fma bmi2 avx512f avx512bw avx512vbmi avx512_vnni avx512_bf16 "
-        "amx_int8 amx_bf16 amx_tile pni ssse3 avx2 fma4 sse4a"
-    ).split()
+    flags = [
+        "avx", "avx2", "avx_vnni", "f16c", "fma", "bmi2", "avx512f", "avx512bw", "avx512vbmi",
+        "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "amx_tile", "pni", "ssse3", "avx2",
+        "fma4", "sse4a",
+    ]
     assert llama_features(flags, "AMD64") == (
         "amx_bf16", "amx_int8", "avx", "avx2", "avx512_bf16", "avx512_vnni", "avx512bw",
         "avx512f", "avx512vbmi", "avx_vnni", "bmi2", "f16c", "fma", "sse3", "ssse3",
@@ -41,7 +42,7 @@ def test_x86_full_house_is_sorted_unique_and_lower_case() -> None:
 
 
 def test_arm64_always_has_neon_and_fma_and_maps_kernel_names() -> None:
-    flags = "fp asimd asimdhp asimddp i8mm sve sve2 sme bf16".split()
+    flags = ["fp", "asimd", "asimdhp", "asimddp", "i8mm", "sve", "sve2", "sme", "bf16"]
     assert llama_features(flags, "aarch64") == (
         "arm_fma", "dotprod", "fp16_va", "i8mm", "neon", "sme", "sve", "sve2",
     )
@@ -63,10 +64,9 @@ def test_macos_keys_are_mapped_through_their_prefixes() -> None:
 
 
 def test_32_bit_arm_gets_neon_and_fma_only_when_listed() -> None:
-    assert llama_features("half thumb fastmult vfp edsp neon vfpv3 tls vfpv4".split(), "armv7l") == (
-        "arm_fma", "neon",
-    )
-    assert llama_features("half thumb vfp".split(), "armv7l") == ()
+    flags = ["half", "thumb", "fastmult", "vfp", "edsp", "neon", "vfpv3", "tls", "vfpv4"]
+    assert llama_features(flags, "armv7l") == ("arm_fma", "neon")
+    assert llama_features(["half", "thumb", "vfp"], "armv7l") == ()
 
 
 def test_x86_flags_mean_nothing_on_arm_and_vice_versa() -> None:
