@@ -211,3 +211,23 @@ def rank(catalog: Catalog, hw: Hardware, budget: Budget, *, use: str = "chat",
 def plan_for(spec: ModelSpec, qf: QuantFile, hw: Hardware, budget: Budget, ctx: int) -> Plan:
     """The full plan of a catalog model at a quant: what `qwen fit MODEL:QUANT` shows."""
     return plan(shape_from_catalog(spec, qf), hw, budget, Options(ctx=ctx))
+
+
+def best_quant(catalog: Catalog, spec: ModelSpec, hw: Hardware, budget: Budget, *,
+               use: str | None = None, ctx: int | None = None,
+               min_speed: float = DEFAULT_MIN_SPEED) -> QuantFile | None:
+    """The quant `qwen recommend` would pick for this model on this machine (None: none fits).
+
+    A model outside the use case's list is scored for its own first use case.
+    """
+    use = use if use in USES and use in spec.use else next(
+        (u for u in spec.use if u in USES), "chat")
+    model_ctx = ctx if ctx is not None else min(DEFAULT_CTX[use], spec.context_max)
+    best: Candidate | None = None
+    for quant in spec.quants:
+        c = _consider(catalog, spec, quant, hw, budget, model_ctx, min_speed, use)
+        if c.rejected:
+            break
+        if best is None or c.score > best.score:
+            best = c
+    return best.quant if best else None
