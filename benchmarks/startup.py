@@ -1,4 +1,4 @@
-"""Median wall time of `qwen --help` and `qwen hw --json`, beside a bare Python start.
+"""Median wall time of `qwen --help`, `qwen hw --json` and `qwen recommend --json`.
 
 Usage: python benchmarks/startup.py [--runs 10]
 
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-TARGETS = {"qwen --help": 0.15, "qwen hw --json": 0.4}
+TARGETS = {"qwen --help": 0.15, "qwen hw --json": 0.4, "qwen recommend --json": 0.4}
 
 
 def _qwen() -> str:
@@ -73,6 +73,8 @@ def main() -> None:
          TARGETS["qwen --help"]),
         ("qwen hw --json", median_time([qwen, "hw", "--json"], args.runs),
          TARGETS["qwen hw --json"]),
+        ("qwen recommend --json", median_time([qwen, "recommend", "--json"], args.runs),
+         TARGETS["qwen recommend --json"]),
     ]
     print(f"{'command':<26}{'median s':>10}{'target s':>10}  verdict   ({args.runs} runs)")
     for name, seconds, target in rows:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional, TypeVar
 import typer
 
 from qwencli import __version__
-from qwencli.errors import EXIT_ERROR, EXIT_INTERRUPTED, QwenError
+from qwencli.errors import EXIT_ERROR, EXIT_INTERRUPTED, QwenError, UsageError
 from qwencli.output import wants_rich
 
 app = typer.Typer(
@@ -151,6 +151,156 @@ def hw(
         output.print_json(reports.hardware_document(machine, budget))
     else:
         output.print_report(reports.hardware_sections(machine, budget))
+
+def _machine(ram: int | None, vram: int | None, gpus: int | None, gpu: str | None,
+             unified: bool, cpu_only: bool, hardware: str | None):  # -> (Hardware, Budget)
+    """The machine to plan for: probed, or described by the what-if options."""
+    from qwencli.hardware.budget import plan_budget
+    from qwencli.hardware.probe import probe
+    from qwencli.hardware.whatif import resolve_hardware
+
+    machine = resolve_hardware(_whatif(ram, vram, gpus, gpu, unified, cpu_only, hardware), probe)
+    return machine, plan_budget(machine)
+
+
+UseOpt = Annotated[str, typer.Option(
+    "--use", metavar="USE", help="What the model is for: chat, code, math or reasoning.")]
+CtxOpt = Annotated[Optional[int], typer.Option(  # noqa: UP045
+    "--ctx", metavar="N", min=256, help="Context length in tokens.")]
+
+
+def _check_use(use: str) -> str:
+    from qwencli.recommend import USES
+
+    if use not in USES:
+        raise UsageError(f"--use {use!r} is not one of {', '.join(USES)}")
+    return use
+
+
+@app.command()
+@handle_errors
+def recommend(
+    use: UseOpt = "chat",
+    ctx: CtxOpt = None,
+    min_speed: Annotated[float, typer.Option(
+        "--min-speed", metavar="TOK/S", min=0,
+        help="Slowest acceptable decode speed, tokens/s.")] = 10.0,
+    top: Annotated[int, typer.Option("--top", metavar="K", min=1,
+                                     help="How many picks to show.")] = 5,
+    json_output: JsonOpt = False,
+    ram: RamOpt = None,
+    vram: VramOpt = None,
+    gpus: GpusOpt = None,
+    gpu: GpuOpt = None,
+    unified: UnifiedOpt = False,
+    cpu_only: CpuOnlyOpt = False,
+    hardware: HardwareOpt = None,
+) -> None:
+    """Rank the Qwen models and quants that fit this machine, with the memory plan and speed.
+
+    Examples:
+
+      qwen recommend
+
+      qwen recommend --use code --ctx 32768
+
+      qwen recommend --hardware apple-m2-8gb --json
+    """
+    from qwencli import output, reports
+    from qwencli.catalog import load_catalog
+    from qwencli.recommend import rank
+
+    _check_use(use)
+    machine, budget = _machine(ram, vram, gpus, gpu, unified, cpu_only, hardware)
+    for warning in machine.warnings:
+        output.warn(warning)
+    picks = rank(load_catalog(), machine, budget, use=use, ctx=ctx, min_speed=min_speed,
+                 top=top)
+    if json_output:
+        output.print_json(reports.recommend_document(picks, machine, budget, use, ctx,
+                                                     min_speed))
+    else:
+        output.print_report(reports.recommend_sections(picks, machine, use, ctx, min_speed))
+
+
+@app.command()
+@handle_errors
+def fit(
+    model: Annotated[str, typer.Argument(
+        metavar="MODEL",
+        help="qwen3-8b, qwen3-8b:Q5_K_M, Qwen/Qwen3-8B-GGUF:Q4_K_M, owner/repo/file.gguf, "
+             "or a path to a .gguf file.")],
+    ctx: CtxOpt = None,
+    gpu_layers: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        "--gpu-layers", metavar="N", min=0,
+        help="Put N layers on the GPU instead of the most that fit.")] = None,
+    kv_type: Annotated[str, typer.Option(
+        "--kv-type", metavar="TYPE", help="KV cache type: f16, q8_0 or q4_0.")] = "f16",
+    json_output: JsonOpt = False,
+    ram: RamOpt = None,
+    vram: VramOpt = None,
+    gpus: GpusOpt = None,
+    gpu: GpuOpt = None,
+    unified: UnifiedOpt = False,
+    cpu_only: CpuOnlyOpt = False,
+    hardware: HardwareOpt = None,
+) -> None:
+    """The memory plan for one model: will it fit, how many layers go to the GPU, how fast.
+
+    Reads the GGUF header where it can (a local file, a download, the Hub by HTTP Range) and
+    falls back to catalog figures; the output says which.
+
+    Examples:
+
+      qwen fit qwen3-8b
+
+      qwen fit qwen3-14b:Q4_K_M --ctx 32768 --gpu RTX 4090
+
+      qwen fit ./model.gguf --json
+    """
+    from qwencli import output, reports
+    from qwencli.catalog import load_catalog
+    from qwencli.fit import KV_TYPE_BYTES
+    from qwencli.planner import fit_model
+
+    if kv_type not in ("f16", "q8_0", "q4_0") or kv_type not in KV_TYPE_BYTES:
+        raise UsageError(f"--kv-type {kv_type!r} is not one of f16, q8_0, q4_0")
+    machine, budget = _machine(ram, vram, gpus, gpu, unified, cpu_only, hardware)
+    for warning in machine.warnings:
+        output.warn(warning)
+    result = fit_model(model, load_catalog(), machine, budget, ctx=ctx, gpu_layers=gpu_layers,
+                       kv_type=kv_type)
+    if json_output:
+        output.print_json(reports.fit_document(result))
+    else:
+        output.print_report(reports.fit_sections(result, machine))
+
+
+@app.command()
+@handle_errors
+def models(
+    use: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--use", metavar="USE", help="Only models for chat, code, math or reasoning.")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """List the Qwen models in the catalog.
+
+    Examples:
+
+      qwen models
+
+      qwen models --use code --json
+    """
+    from qwencli import output, reports
+    from qwencli.catalog import load_catalog
+
+    if use is not None:
+        _check_use(use)
+    found = load_catalog().models(use)
+    if json_output:
+        output.print_json(reports.models_document(found))
+    else:
+        output.print_report(reports.models_sections(found, use))
 
 
 def main() -> None:

@@ -11,9 +11,9 @@
    mean KL divergence from llama.cpp's LLaMA-3-8B scoreboard (profiles/quants.toml; Llama data,
    no Qwen table exists) x 30 points, scaled by sqrt(8B / model size): small models lose more
    from the same quant, and under the small-model rule (at most ~2B parameters, fewer than 4 bits;
-   quantgap's Qwen3-0.6B Q3_K_M KLD is 0.40) the loss counts four times. A small bonus (up to 2
-   points) goes to speed above the floor, so a plan that keeps every layer on the GPU beats a
-   slower one of near-equal quality.
+   quantgap's Qwen3-0.6B Q3_K_M KLD is 0.40) the loss counts four times. A bonus of one point per
+   doubling of speed above the floor (at most 3) goes to faster plans, so a plan that keeps every
+   layer on the GPU beats a slower one of near-equal quality.
 4. Specialists: for `code`, coder models form a first tier: when one fits, the picks start with
    them (a person asking for a code model wants the one trained for it: fill-in-the-middle,
    repository-level context, tool calls).
@@ -37,7 +37,7 @@ DEFAULT_CTX = {"chat": 8192, "code": 16384, "math": 8192, "reasoning": 16384}
 DEFAULT_MIN_SPEED = 10.0
 KLD_POINTS = 30.0
 SMALL_MODEL_FACTOR = 4.0
-SPEED_BONUS_MAX = 2.0
+SPEED_BONUS_MAX = 3.0
 SPECIALISTS = {"code": "coder"}
 
 
@@ -67,16 +67,27 @@ def typical_speed(p: Plan) -> float:
     return math.sqrt(max(p.speed.low, 0.0) * max(p.speed.high, 0.0))
 
 
-def quant_loss(catalog: Catalog, spec: ModelSpec, quant: str) -> float:
-    """Quality points a quant costs this model (see the module docstring)."""
+UNKNOWN_QUANT_KLD = 0.05  # a quant with no published figure: assume a 4-bit-class loss
+
+
+def quant_kld(catalog: Catalog, quant: str) -> float:
+    """The quant's mean KLD on LLaMA-3-8B: without imatrix where published, else with."""
     info = catalog.quant_table.get(quant)
     if info is None:
-        return 5.0  # an unknown quant type: assume a 4-bit-class loss
-    kld = info.kld if info.kld is not None else (info.kld_imatrix or 0.05)
+        return UNKNOWN_QUANT_KLD
+    if info.kld is not None:
+        return info.kld
+    return info.kld_imatrix if info.kld_imatrix is not None else UNKNOWN_QUANT_KLD
+
+
+def quant_loss(catalog: Catalog, spec: ModelSpec, quant: str) -> float:
+    """Quality points a quant costs this model (see the module docstring)."""
+    kld = quant_kld(catalog, quant)
+    info = catalog.quant_table.get(quant)
     size = spec.effective_params or 1.0
     loss = KLD_POINTS * kld * min(4.0, max(0.5, math.sqrt(8e9 / size)))
     rule = catalog.small_model_rule
-    if rule.applies(spec.params_total) and info.bits < rule.min_bits:
+    if info is not None and rule.applies(spec.params_total) and info.bits < rule.min_bits:
         loss *= SMALL_MODEL_FACTOR
     return loss
 
@@ -120,7 +131,7 @@ def _consider(catalog: Catalog, spec: ModelSpec, quant: str, hw: Hardware, budge
         need = p.host.bytes + sum(d.bytes for d in p.devices)
         rejected = f"does not fit (needs {format_bytes(need)} at {_ctx_label(ctx)} context)"
     elif speed < min_speed:
-        rejected = (f"{_placement(p)} would run at about {speed:.0f} tok/s, under the "
+        rejected = (f"would run at about {speed:.0f} tok/s ({_placement(p)}), under the "
                     f"{min_speed:g} tok/s floor")
     return Candidate(spec, qf, p, speed, loss, score, rejected)
 
@@ -163,7 +174,9 @@ def _reasons(best: Candidate, others: Sequence[Candidate], catalog: Catalog, use
         f"({p.speed.low:.0f}-{p.speed.high:.0f})",
     ]
     info = catalog.quant_table.get(best.quant.quant)
-    kld = f"KLD {info.kld:.3f} on Llama-3-8B" if info and info.kld is not None else "no KLD data"
+    kld = f"KLD {quant_kld(catalog, best.quant.quant):.3f} on Llama-3-8B"
+    if info is None or info.loss_assumed:
+        kld += ", assumed"
     reasons.append(
         f"quality prior {best.spec.quality_for_use(use):.0f} for {use}; {best.quant.quant} "
         f"costs about {best.loss:.1f} points ({kld})")
@@ -174,7 +187,7 @@ def _reasons(best: Candidate, others: Sequence[Candidate], catalog: Catalog, use
               and c.spec.quality_for_use(use) > best.spec.quality_for_use(use)]
     if better:
         nearest = min(better, key=lambda c: (c.spec.quality_for_use(use), -c.score))
-        reasons.append(f"{nearest.spec.id} at {nearest.quant.quant} {nearest.rejected}")
+        reasons.append(f"{nearest.spec.id} ({nearest.quant.quant}) {nearest.rejected}")
     if best.quant.approx:
         reasons.append("file size from the catalog is an estimate; `qwen fit` reads the exact "
                        "header")

@@ -7,11 +7,18 @@ bumping `output.SCHEMA_VERSION`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from qwencli.hardware.model import Bandwidth, Budget, Hardware
 from qwencli.output import Section
 from qwencli.units import format_bytes, format_rate
+
+if TYPE_CHECKING:
+    from qwencli.catalog import ModelSpec
+    from qwencli.fit import Breakdown, Plan
+    from qwencli.planner import FitResult
+    from qwencli.recommend import Pick
 
 
 def hardware_document(hw: Hardware, budget: Budget) -> dict[str, Any]:
@@ -104,3 +111,204 @@ def hardware_sections(hw: Hardware, budget: Budget) -> list[Section]:
         if budget.unified_pool else ()
     sections.append(Section("Budget for models", rows=tuple(budget_rows), notes=budget_notes))
     return sections
+
+
+# ------------------------------------------------------------------------------------------
+# Plans: `qwen fit`, `qwen recommend`
+
+
+def _breakdown_document(b: Breakdown) -> dict[str, int]:
+    return {"weights": b.weights, "kv_cache": b.kv_cache, "compute": b.compute,
+            "output": b.output, "overhead": b.overhead, "total": b.total}
+
+
+def plan_document(p: Plan) -> dict[str, Any]:
+    """The plan object shared by `qwen fit --json` and each `qwen recommend --json` pick."""
+    return {
+        "model": p.model,
+        "quant": p.quant,
+        "source": p.source,
+        "ctx": p.ctx,
+        "usable_ctx": p.usable_ctx,
+        "fits": p.fits,
+        "n_gpu_layers": p.n_gpu_layers,
+        "n_layers": p.n_layers,
+        "flash_attn": p.flash_attn,
+        "kv_type": p.kv_type,
+        "tensor_split": list(p.tensor_split),
+        "memory": {
+            "host_bytes": p.host_bytes,
+            "host_budget_bytes": p.host.budget_bytes,
+            "unified_pool": p.unified_pool,
+            "devices": [{"index": d.index, "name": d.name, "bytes": d.bytes,
+                         "budget_bytes": d.budget_bytes, "layers": d.layers,
+                         "breakdown": _breakdown_document(d.breakdown)} for d in p.devices],
+            "breakdown": _breakdown_document(p.breakdown),
+            "host_breakdown": _breakdown_document(p.host.breakdown),
+        },
+        "speed": {
+            "decode_tok_s": {"low": round(p.speed.low, 1), "high": round(p.speed.high, 1)},
+            "bytes_per_token": p.speed.bytes_per_token,
+            "bottleneck": p.speed.bottleneck,
+        },
+    }
+
+
+def _ctx_text(ctx: int) -> str:
+    return f"{ctx // 1024}K" if ctx >= 1024 and ctx % 1024 == 0 else f"{ctx:,}"
+
+
+def placement_text(p: Plan) -> str:
+    if not p.devices:
+        return f"all {p.n_layers} layers on the CPU"
+    total = p.n_layers + 1
+    where = ", ".join(f"{d.layers} on GPU {d.index} ({d.name})" for d in p.devices if d.layers)
+    if p.n_gpu_layers >= total:
+        return f"all {p.n_layers} layers and the output layer on the GPU: {where}"
+    return f"{p.n_gpu_layers} of {total} layers on the GPU ({where}), the rest on the CPU"
+
+
+def speed_text(p: Plan) -> str:
+    return (f"about {p.speed.low:.0f}-{p.speed.high:.0f} tok/s decoding "
+            f"(full to empty context; bound by {p.speed.bottleneck})")
+
+
+def fit_document(result: FitResult) -> dict[str, Any]:
+    doc = plan_document(result.plan)
+    doc["notes"] = list(result.notes)
+    return doc
+
+
+def fit_sections(result: FitResult, hw: Hardware) -> list[Section]:
+    p = result.plan
+    title = f"{p.model} {p.quant or ''}".strip()
+    verdict = "yes" if p.fits else "NO"
+    rows = (
+        ("figures from", "GGUF header (exact)" if p.source == "header" else "catalog (estimate)"),
+        ("fits", verdict),
+        ("context", f"{_ctx_text(p.ctx)} tokens (largest that fits here: "
+                    f"{_ctx_text(p.usable_ctx) if p.usable_ctx else 'none'})"),
+        ("placement", placement_text(p)),
+        ("speed", speed_text(p)),
+        ("machine", hw.source),
+    )
+    columns = [("host (RAM)", p.host.breakdown, p.host.budget_bytes)]
+    columns += [(f"GPU {d.index}", d.breakdown, d.budget_bytes) for d in p.devices]
+    header = ("", *(name for name, _, _ in columns))
+
+    def row(label: str, pick: Callable[[Breakdown], int]) -> tuple[str, ...]:
+        return (label, *(format_bytes(pick(b)) for _, b, _ in columns))
+
+    table = (
+        row("weights", lambda b: b.weights),
+        row("KV cache", lambda b: b.kv_cache),
+        row("compute", lambda b: b.compute),
+        row("output", lambda b: b.output),
+        row("overhead", lambda b: b.overhead),
+        row("total", lambda b: b.total),
+        ("budget", *(format_bytes(budget) for _, _, budget in columns)),
+    )
+    notes = list(result.notes)
+    if not p.fits:
+        notes.append("does not fit: try a smaller quant, a shorter --ctx, or `qwen recommend`")
+    if p.unified_pool:
+        notes.append("unified memory: the host budget shown is what the GPU part leaves")
+    return [Section(title, rows=rows), Section("Memory plan", header=header, table=table,
+                                               notes=tuple(notes))]
+
+
+def recommend_document(picks: Sequence[Pick], hw: Hardware, budget: Budget, use: str,
+                       ctx: int | None, min_speed: float) -> dict[str, Any]:
+    return {
+        "use": use,
+        "ctx": ctx,
+        "min_speed_tok_s": min_speed,
+        "hardware": {
+            "source": hw.source,
+            "budget": dataclasses.asdict(budget),
+            "memory": {"total_bytes": hw.memory.total_bytes,
+                       "available_bytes": hw.memory.available_bytes,
+                       "bandwidth_bytes_per_s": hw.memory.bandwidth.bytes_per_s
+                       if hw.memory.bandwidth else None},
+            "gpus": [{"index": g.index, "name": g.name, "vendor": g.vendor, "backend": g.backend,
+                      "total_bytes": g.total_bytes, "free_bytes": g.free_bytes,
+                      "unified": g.unified,
+                      "bandwidth_bytes_per_s": g.bandwidth.bytes_per_s if g.bandwidth else None}
+                     for g in hw.gpus],
+            "llama_cpp": {"backend": hw.llama_cpp.backend,
+                          "gpu_offload": hw.llama_cpp.gpu_offload},
+        },
+        "picks": [
+            {
+                "rank": number,
+                "model": pick.spec.id,
+                "name": pick.spec.name,
+                "quant": pick.quant.quant,
+                "use": pick.use,
+                "score": pick.score,
+                "speed_tok_s": round(pick.speed, 1),
+                "reasons": list(pick.reasons),
+                "file": {"repo": pick.quant.repo, "files": list(pick.quant.files),
+                         "size_bytes": pick.quant.size_bytes, "approx": pick.quant.approx},
+                **{k: v for k, v in plan_document(pick.plan).items()
+                   if k not in ("model", "quant")},
+            }
+            for number, pick in enumerate(picks, 1)
+        ],
+    }
+
+
+def recommend_sections(picks: Sequence[Pick], hw: Hardware, use: str, ctx: int | None,
+                       min_speed: float) -> list[Section]:
+    ctx_note = _ctx_text(ctx) if ctx else "the use case's default"
+    machine = "this machine" if hw.source == "probed" else hw.source
+    title = (f"Best Qwen models for {use} on {machine} ({ctx_note} context, "
+             f"at least {min_speed:g} tok/s)")
+    if not picks:
+        return [Section(title, notes=(
+            "nothing fits at that context and speed; try a shorter --ctx, a lower "
+            "--min-speed, or see `qwen fit MODEL` for one model's plan",))]
+    header = ("#", "model", "quant", "ctx", "placement", "memory", "tok/s", "score")
+    table = []
+    for number, pick in enumerate(picks, 1):
+        p = pick.plan
+        if p.devices:
+            gpu_bytes = sum(d.bytes for d in p.devices)
+            memory = f"{format_bytes(gpu_bytes)} GPU + {format_bytes(p.host_bytes)} RAM"
+            placement = f"{p.n_gpu_layers}/{p.n_layers + 1} GPU"
+        else:
+            memory = f"{format_bytes(p.host_bytes)} RAM"
+            placement = "CPU"
+        table.append((str(number), pick.spec.id, pick.quant.quant, _ctx_text(p.ctx), placement,
+                      memory, f"{p.speed.low:.0f}-{p.speed.high:.0f}", f"{pick.score:.1f}"))
+    sections = [Section(title, header=header, table=tuple(table))]
+    top = picks[0]
+    sections.append(Section(f"Why {top.spec.id} {top.quant.quant}",
+                            notes=(*(f"- {reason}" for reason in top.reasons),
+                                   f"next: qwen pull {top.spec.id}:{top.quant.quant}")))
+    return sections
+
+
+def models_document(models: Sequence[ModelSpec]) -> dict[str, Any]:
+    return {"models": [
+        {"id": m.id, "name": m.name, "family": m.family, "released": m.released.isoformat(),
+         "license": m.license, "params": m.params_total, "active_params": m.params_active,
+         "use": list(m.use), "thinking": m.thinking.mode, "context_native": m.context_native,
+         "context_max": m.context_max, "quality": m.quality, "quants": list(m.quants),
+         "repos": [s.repo for s in m.gguf]}
+        for m in models]}
+
+
+def models_sections(models: Sequence[ModelSpec], use: str | None) -> list[Section]:
+    def params(m: ModelSpec) -> str:
+        total = f"{m.params_total / 1e9:.1f}B"
+        return f"{total} ({m.params_active / 1e9:.1f}B active)" if m.params_active else total
+
+    table = tuple((m.id, params(m), _ctx_text(m.context_native), ",".join(m.use),
+                   m.thinking.mode, m.license, f"{m.quality_for_use(use):.0f}")
+                  for m in models)
+    title = f"Qwen models in the catalog{f' for {use}' if use else ''} ({len(models)})"
+    return [Section(title, header=("model", "params", "context", "use", "thinking", "licence",
+                                   "quality"), table=table,
+                    notes=("quality: the prior used for ranking (published results where "
+                           "known, see profiles/models/)",))]
