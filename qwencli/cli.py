@@ -310,3 +310,9 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted\n")
         sys.exit(EXIT_INTERRUPTED)
+
+
+# Commands that live in their own modules register themselves on the app (imports stay lazy).
+from qwencli.cli_hub import register as _register_hub  # noqa: E402
+
+_register_hub(app)

@@ -7,9 +7,18 @@ time so that a test (or a user) can point them elsewhere. HF_HUB_OFFLINE=1 forbi
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import os
 import re
-from dataclasses import dataclass
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
 
 from qwencli.errors import QwenError
 
@@ -26,6 +35,14 @@ class RemoteFile:
     path: str
     size: int
     sha256: str | None
+    blob_id: str | None = None  # git object id, the cache's blob name for a non-LFS file
+
+    @property
+    def blob(self) -> str:
+        """The name huggingface_hub gives this file's blob: its sha256 (LFS) or git id."""
+        if self.sha256 or self.blob_id:
+            return self.sha256 or self.blob_id or ""
+        return "unhashed-" + hashlib.sha1(f"{self.path}:{self.size}".encode()).hexdigest()
 
 
 def offline() -> bool:
@@ -48,17 +65,74 @@ def file_url(repo: str, path: str, revision: str | None = None) -> str:
     return f"{endpoint()}/{repo}/resolve/{revision or 'main'}/{path}"
 
 
-def _hub_error(repo: str, exc: Exception) -> HubError:
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+class HubAuthError(HubError):
+    """A gated or private repository, or a token the Hub refused."""
 
+
+class HubNotFoundError(HubError):
+    """No such repository, revision or file (the message carries the nearest names)."""
+
+
+class HubUnreachableError(HubError):
+    """The endpoint did not answer (network down, DNS, timeout)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _hub_error(repo: str, exc: Exception) -> HubError:
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    token = bool(os.environ.get("HF_TOKEN")) or _saved_token()
     if isinstance(exc, GatedRepoError):
-        return HubError(f"{repo} is gated: accept its licence on the Hub, then give a token",
-                        hint="export HF_TOKEN=hf_... or run `hf auth login`")
+        if token:
+            return HubAuthError(f"{repo} is gated and your token has no access to it",
+                                hint=f"accept its licence at {endpoint()}/{repo}, with the "
+                                     "account the token (HF_TOKEN or `hf auth login`) belongs "
+                                     "to")
+        return HubAuthError(f"{repo} is gated: accept its licence on the Hub, then give a token",
+                            hint="export HF_TOKEN=hf_... or run `hf auth login`")
     if isinstance(exc, RepositoryNotFoundError):
-        return HubError(f"repository {repo} not found on {endpoint()} (or it is private)",
-                        hint="check the name; for a private repository set HF_TOKEN")
-    return HubError(f"cannot list {repo} on {endpoint()}: {type(exc).__name__}: {exc}",
-                    hint="check the network, or set HF_HUB_OFFLINE=1 to work offline")
+        near = nearest_repos(repo)
+        tip = f"; nearest: {', '.join(near)}" if near else ""
+        hint = ("check the name" if token else
+                "check the name; for a private repository export HF_TOKEN=hf_... or run "
+                "`hf auth login`")
+        return HubNotFoundError(f"repository {repo} not found on {endpoint()} (or it is "
+                                f"private){tip}", hint=hint)
+    if isinstance(exc, RevisionNotFoundError):
+        return HubNotFoundError(f"{repo} has no revision named in the reference",
+                                hint="use a branch, a tag or a commit hash the repository has")
+    if isinstance(exc, RemoteEntryNotFoundError):
+        return HubNotFoundError(f"{repo}: {_first_line(exc)}")
+    if isinstance(exc, HfHubHTTPError):
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            return HubAuthError(f"{endpoint()} refused the request for {repo} ({status})",
+                                hint="check HF_TOKEN, or run `hf auth login` again")
+        return HubError(f"{endpoint()} answered {status} for {repo}: {_first_line(exc)}",
+                        hint="try again later")
+    return HubUnreachableError(f"cannot reach {endpoint()} for {repo}: {_first_line(exc)}",
+                               hint="check the network, or set HF_HUB_OFFLINE=1 to use only "
+                                    "what is in the cache")
+
+
+def _saved_token() -> bool:
+    """Whether `hf auth login` saved a token (HF_TOKEN aside)."""
+    try:
+        from huggingface_hub import get_token
+
+        return bool(get_token())
+    except Exception:  # a broken token file must not hide the real error
+        return False
 
 
 def list_gguf_files(repo: str, revision: str | None = None) -> list[RemoteFile]:
@@ -110,3 +184,836 @@ def quants_in(files: list[RemoteFile]) -> list[str]:
         if match:
             labels.add(match.group(1).upper())
     return sorted(labels)
+
+
+# --------------------------------------------------------------------------------------------
+# Resolution: a MODEL reference -> the exact files (with sizes and sha256) at one commit
+
+DISK_MARGIN_MIN = 512 * 1024**2  # never fill a disk to the last byte
+DISK_MARGIN_SHARE = 0.05  # ... nor to the last 5% of what is downloaded
+_CHUNK = 1 << 20  # bytes between progress updates and write batches
+_RETRIES = 5  # attempts in a row that bring no new byte, before giving up
+
+
+class DiskSpaceError(QwenError):
+    """The download would not fit on the cache's disk (checked before writing a byte)."""
+
+
+class ChecksumError(HubError):
+    """A finished file's sha256 differs from the Hub's listing; the file was removed."""
+
+
+class DownloadBusyError(HubError):
+    """Another process (qwen or hf) is downloading the same file right now."""
+
+
+class PullInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a transfer: the partial file is kept and the next pull resumes it."""
+
+    def __init__(self, done: int, total: int, partial: Path | None) -> None:
+        super().__init__()
+        self.done, self.total, self.partial = done, total, partial
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A repository at one commit: its canonical name and every file with size and hash."""
+
+    repo: str
+    commit: str
+    files: tuple[RemoteFile, ...]
+
+    @property
+    def gguf(self) -> tuple[RemoteFile, ...]:
+        return tuple(f for f in self.files if f.path.lower().endswith(".gguf"))
+
+
+@dataclass(frozen=True)
+class PullPlan:
+    """What a pull will fetch: one file or a whole split set, at one commit."""
+
+    ref: str
+    repo: str
+    revision: str  # the branch/tag asked for (main) or the commit itself
+    commit: str
+    files: tuple[RemoteFile, ...]  # every part, in order
+    quant: str | None
+    model_id: str | None = None
+    warnings: tuple[str, ...] = ()
+    offline: bool = False  # resolved from the cache alone (HF_HUB_OFFLINE or no network)
+    over_budget: bool = False  # a default quant although none fits this machine's memory
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def path(self) -> Path:
+        """Where the first part is (or will be) in the cache."""
+        from qwencli import store
+
+        return store.snapshot_path(self.repo, self.commit, self.files[0].path)
+
+
+@dataclass(frozen=True)
+class DiskCheck:
+    """The pre-flight numbers: what the transfer needs against what the disk has."""
+
+    folder: Path
+    needed_bytes: int  # still to download
+    margin_bytes: int
+    free_bytes: int
+
+    @property
+    def fits(self) -> bool:
+        return self.needed_bytes + self.margin_bytes <= self.free_bytes
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """A finished pull: where the model is, and what the transfer did."""
+
+    path: Path  # the first part, inside snapshots/
+    repo: str
+    files: tuple[Path, ...]  # every part's local path, in order
+    quant: str | None
+    bytes_downloaded: int
+    resumed: bool
+    already_present: bool
+    commit: str = ""
+    revision: str = "main"
+    model_id: str | None = None
+    remote: tuple[RemoteFile, ...] = ()
+    size_bytes: int = 0
+    verified: bool = True  # every file's sha256 matched (False: size only, no hash listed)
+    seconds: float = 0.0
+    warnings: tuple[str, ...] = ()
+
+
+def _api():  # -> HfApi
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=endpoint(), token=os.environ.get("HF_TOKEN") or None,
+                 library_name="qwencli")
+
+
+def repo_listing(repo: str, revision: str | None = None) -> Listing:
+    """The repository's files at a revision, from one model-info call (commit, sizes, sha256)."""
+    if offline():
+        raise HubError(f"cannot list {repo}: HF_HUB_OFFLINE is set")
+    try:
+        info = _api().model_info(repo, revision=revision, files_metadata=True)
+    except Exception as exc:  # huggingface_hub raises many types; all end here as one line
+        raise _hub_error(repo, exc) from exc
+    files = []
+    for sibling in info.siblings or []:
+        lfs = getattr(sibling, "lfs", None)
+        sha = getattr(lfs, "sha256", None) if lfs is not None else None
+        size = sibling.size if sibling.size is not None else getattr(lfs, "size", None)
+        files.append(RemoteFile(sibling.rfilename, int(size or 0), sha,
+                                getattr(sibling, "blob_id", None)))
+    if not info.sha:
+        raise HubError(f"{endpoint()} gave no commit for {repo}")
+    return Listing(info.id or repo, info.sha, tuple(files))
+
+
+def nearest_repos(repo: str, n: int = 4) -> list[str]:
+    """Repository names like `repo`: the catalog's repos, and the Hub's under the same owner."""
+    import difflib
+
+    names: dict[str, str] = {}
+    try:
+        from qwencli.catalog import load_catalog
+
+        for spec in load_catalog().all_models:
+            for name in (spec.hf_repo, *(s.repo for s in spec.gguf)):
+                names.setdefault(name.lower(), name)
+    except QwenError:
+        pass
+    owner, _, name = repo.partition("/")
+    word = re.split(r"[-_.]", name, maxsplit=1)[0]
+    if word and not offline():
+        try:  # one plain request, no retries: a hint must not make an error slow
+            from huggingface_hub.utils import get_session
+
+            response = get_session().get(f"{endpoint()}/api/models", headers=auth_headers(),
+                                         params={"author": owner, "search": word,
+                                                 "limit": 100}, timeout=5)
+            if response.status_code == 200:
+                for found in response.json():
+                    name_found = str(found.get("id") or found.get("modelId") or "")
+                    if "/" in name_found:
+                        names.setdefault(name_found.lower(), name_found)
+        except Exception:  # a hint is best effort: the real error is already known
+            pass
+    names.pop(repo.lower(), None)
+    close = difflib.get_close_matches(repo.lower(), list(names), n=n, cutoff=0.6)
+    return [names[c] for c in close]
+
+
+def _nearest_files(wanted: str, files: Sequence[RemoteFile], n: int = 4) -> list[str]:
+    import difflib
+
+    paths = {f.path.lower(): f.path for f in files}
+    bases = {f.path.rsplit("/", 1)[-1].lower(): f.path for f in files}
+    key = wanted.lower()
+    close = difflib.get_close_matches(key, list(paths), n=n, cutoff=0.5)
+    close += difflib.get_close_matches(key.rsplit("/", 1)[-1], list(bases), n=n, cutoff=0.5)
+    found = list(dict.fromkeys([paths.get(c) or bases[c] for c in close]))
+    return found[:n]
+
+
+def _split_set(listing: Listing, first: RemoteFile) -> tuple[RemoteFile, ...]:
+    """All parts of the split set `first` belongs to, in order; an error if one is missing."""
+    from qwencli import store
+
+    info = store.split_info(first.path)
+    if info is None:
+        return (first,)
+    by_path = {f.path: f for f in listing.files}
+    names = store.split_names(first.path, info[2])
+    missing = [n for n in names if n not in by_path]
+    if missing:
+        raise HubNotFoundError(f"{listing.repo}: the split set {names[0]} lacks "
+                               f"{', '.join(missing)}",
+                               hint="the repository is incomplete; pick another quant")
+    return tuple(by_path[n] for n in names)
+
+
+def _sets(files: Sequence[RemoteFile]) -> list[list[RemoteFile]]:
+    """Files grouped by split set (a single file is a set of one), in path order."""
+    from qwencli import store
+
+    groups: dict[str, list[RemoteFile]] = {}
+    for f in sorted(files, key=lambda f: f.path):
+        info = store.split_info(f.path)
+        groups.setdefault(info[0] if info else f.path, []).append(f)
+    return list(groups.values())
+
+
+def _pick_set(listing: Listing, matched: Sequence[RemoteFile], label: str
+              ) -> tuple[tuple[RemoteFile, ...], list[str]]:
+    """One set out of the quant's matches: the top-level one (fewest folders) first."""
+    groups = _sets(matched)
+    groups.sort(key=lambda g: (g[0].path.count("/"), g[0].path))
+    chosen = _split_set(listing, groups[0][0])
+    notes = []
+    if len(groups) > 1:
+        others = ", ".join(g[0].path for g in groups[1:])
+        notes.append(f"{listing.repo} has several {label} files; took {chosen[0].path} "
+                     f"(also: {others}; name one as {listing.repo}/FILE to choose)")
+    return chosen, notes
+
+
+def _catalog_or_none():  # -> Catalog | None
+    from qwencli.catalog import load_catalog
+
+    try:
+        return load_catalog()
+    except QwenError:
+        return None
+
+
+def _model_id(repo: str) -> str | None:
+    catalog = _catalog_or_none()
+    spec = catalog.by_repo(repo) if catalog else None
+    return spec.id if spec else None
+
+
+def machine_quant(catalog, spec) -> tuple[str, str | None]:  # (Catalog, ModelSpec)
+    """The quant `qwen recommend` picks for this machine, or Q4_K_M with a warning."""
+    from qwencli.catalog import DEFAULT_HUB_QUANT
+    from qwencli.hardware.budget import plan_budget
+    from qwencli.hardware.probe import probe
+    from qwencli.recommend import best_quant
+
+    hw = probe()
+    best = best_quant(catalog, spec, hw, plan_budget(hw))
+    if best is not None:
+        return best.quant, None
+    fallback = DEFAULT_HUB_QUANT if DEFAULT_HUB_QUANT in spec.quants else spec.quants[0]
+    return fallback, (f"no quant of {spec.id} fits this machine's memory budget; pulling "
+                      f"{fallback} (choose another with --quant or {spec.id}:QUANT)")
+
+
+def resolve_pull(ref: str, *, quant: str | None = None) -> PullPlan:
+    """Turn a MODEL reference into exact files through the Hub's listing (never a name taken
+    on trust). Offline (HF_HUB_OFFLINE, or the Hub unreachable with the model cached) it
+    resolves from the cache alone."""
+    from qwencli.catalog import CatalogRef, HubRef, LocalRef, normalize_quant, parse_ref
+    from qwencli.errors import UsageError
+
+    parsed = parse_ref(ref)
+    if isinstance(parsed, LocalRef):
+        raise UsageError(f"{ref!r} is a local file: nothing to pull",
+                         hint="give a catalog name (qwen3-8b) or a Hub reference "
+                              "(Qwen/Qwen3-8B-GGUF:Q4_K_M)")
+    if quant is not None:
+        quant = normalize_quant(quant)
+        if isinstance(parsed, HubRef) and parsed.filename is not None:
+            raise UsageError(f"{ref!r} names a file; --quant does not apply")
+        given = parsed.quant if isinstance(parsed, CatalogRef) else (
+            parsed.quant if parsed.quant_given else None)
+        if given is not None and given != quant:
+            raise UsageError(f"{ref!r} says {given} but --quant says {quant}; give one")
+    if offline():
+        return _resolve_cached(ref, parsed, quant, reason="HF_HUB_OFFLINE is set")
+    try:
+        if isinstance(parsed, CatalogRef):
+            return _resolve_catalog(ref, parsed, quant)
+        return _resolve_hub(ref, parsed, quant)
+    except HubUnreachableError as exc:
+        try:
+            plan = _resolve_cached(ref, parsed, quant, reason=exc.message)
+        except HubError:
+            raise exc from None
+        return replace(plan, warnings=(*plan.warnings,
+                                       f"{exc.message}; using the copy in the cache"))
+
+
+def _effective_ref(parsed, quant: str | None) -> str:  # (ModelRef, ...)
+    from qwencli.catalog import CatalogRef
+
+    if isinstance(parsed, CatalogRef):
+        q = quant or parsed.quant
+        return f"{parsed.id}:{q}" if q else parsed.id
+    rev = f"/resolve/{parsed.revision}" if parsed.revision else ""
+    if parsed.filename:
+        return f"{parsed.repo}{rev}/{parsed.filename}"
+    q = quant or (parsed.quant if parsed.quant_given else None)
+    return f"{parsed.repo}{rev}:{q}" if q else f"{parsed.repo}{rev}"
+
+
+def _resolve_cached(ref: str, parsed, quant: str | None, *, reason: str) -> PullPlan:
+    from qwencli import store
+
+    wanted = _effective_ref(parsed, quant)
+    found = store.find_model(wanted)
+    models = [m for m in store.matching(wanted, include_partial=True)]
+    complete = next((m for m in models if m.complete and m.path == found), None)
+    if complete is None:
+        partial = next((m for m in models if not m.complete), None)
+        have = (f"; only a partial download ({partial.percent or 0:.0f}%) is in the cache"
+                if partial else f"; it is not in the cache ({store.hub_cache()})")
+        raise HubError(f"cannot pull {ref}: {reason}{have}",
+                       hint="unset HF_HUB_OFFLINE (or restore the network) to download it; "
+                            "`qwen list` shows what is here")
+    files = []
+    for local, name in zip(complete.snapshot_files, complete.files, strict=False):
+        blob = local.resolve().name if local.is_symlink() else None
+        sha = blob if blob and re.fullmatch(r"[0-9a-f]{64}", blob) else None
+        files.append(RemoteFile(name, local.stat().st_size, sha))
+    return PullPlan(ref=ref, repo=complete.repo, revision=complete.commit or "",
+                    commit=complete.commit or "", files=tuple(files), quant=complete.quant,
+                    model_id=complete.model_id or _model_id(complete.repo), offline=True)
+
+
+def _resolve_hub(ref: str, parsed, quant: str | None) -> PullPlan:  # (HubRef)
+    from qwencli.catalog import DEFAULT_HUB_QUANT
+
+    listing = repo_listing(parsed.repo, parsed.revision)
+    ggufs = listing.gguf
+    revision = parsed.revision or "main"
+    notes: list[str] = []
+    if parsed.filename is not None:
+        by_path = {f.path: f for f in ggufs}
+        by_lower = {f.path.lower(): f for f in ggufs}
+        found = by_path.get(parsed.filename) or by_lower.get(parsed.filename.lower())
+        if found is None:
+            near = _nearest_files(parsed.filename, ggufs)
+            tip = f"; nearest: {', '.join(near)}" if near else ""
+            raise HubNotFoundError(f"{listing.repo} has no file {parsed.filename}{tip}",
+                                   hint=f"`qwen pull {listing.repo}:QUANT` picks by quant")
+        from qwencli import store
+
+        info = store.split_info(found.path)
+        if info is not None and info[1] != 1:
+            found = by_path.get(store.split_names(found.path, info[2])[0], found)
+        files = _split_set(listing, found)
+        label = quant_from_name(files[0].path)
+    else:
+        label = quant or (parsed.quant if parsed.quant_given else None) or DEFAULT_HUB_QUANT
+        matched = match_quant(list(ggufs), label)
+        if not matched:
+            present = quants_in(list(ggufs))
+            tip = (f"; it has {', '.join(present)}" if present else
+                   "; it has no GGUF files" if not ggufs else "")
+            example = f"{listing.repo}:{present[0]}" if present else listing.repo + "/FILE.gguf"
+            raise HubNotFoundError(f"{listing.repo} has no {label} file{tip}",
+                                   hint=f"e.g. `qwen pull {example}`")
+        files, notes = _pick_set(listing, matched, label)
+    return PullPlan(ref=ref, repo=listing.repo, revision=revision, commit=listing.commit,
+                    files=files, quant=label, model_id=_model_id(listing.repo),
+                    warnings=tuple(notes))
+
+
+def quant_from_name(path: str) -> str | None:
+    labels = quants_in([RemoteFile(path, 0, None)])
+    return labels[0] if labels else None
+
+
+def _resolve_catalog(ref: str, parsed, quant: str | None) -> PullPlan:  # (CatalogRef)
+    from qwencli.catalog import load_catalog, resolve_catalog_ref
+    from qwencli.catalog import quant_file as _quant_file
+
+    catalog = load_catalog()
+    spec, ref_quant = resolve_catalog_ref(catalog, parsed)
+    notes: list[str] = []
+    chosen = quant or ref_quant
+    over_budget = False
+    if chosen is None:
+        chosen, warning = machine_quant(catalog, spec)
+        if warning:
+            notes.append(warning)
+            over_budget = True
+    else:
+        _quant_file(spec, chosen)  # UsageError with the model's quants when it has none such
+    sources = [s for s in spec.gguf if chosen in s.quants]
+    failures: list[HubError] = []
+    tried: list[str] = []
+    for source in sources:
+        expected = source.quants[chosen].files
+        try:
+            listing = repo_listing(source.repo)
+        except HubUnreachableError:
+            raise
+        except HubError as exc:
+            failures.append(exc)
+            tried.append(source.repo)
+            continue
+        by_path = {f.path: f for f in listing.gguf}
+        if all(name in by_path for name in expected):
+            files = tuple(by_path[name] for name in expected)
+            files = _split_set(listing, files[0]) if len(files) == 1 else files
+            found_notes: list[str] = []
+        else:
+            matched = match_quant(list(listing.gguf), chosen)
+            if not matched:
+                near = _nearest_files(expected[0], listing.gguf)
+                tip = f" (nearest: {', '.join(near)})" if near else ""
+                failures.append(HubNotFoundError(f"{listing.repo} has no {expected[0]}{tip}"))
+                tried.append(source.repo)
+                continue
+            files, found_notes = _pick_set(listing, matched, chosen)
+            found_notes.insert(0, f"the catalog names {expected[0]}, {listing.repo} has "
+                                  f"{files[0].path}: taking that")
+        if failures:
+            notes.append(f"{'; '.join(f.message for f in failures)}; using {listing.repo}")
+        return PullPlan(ref=ref, repo=listing.repo, revision="main", commit=listing.commit,
+                        files=files, quant=chosen, model_id=spec.id,
+                        warnings=(*notes, *found_notes), over_budget=over_budget)
+    if len(failures) == 1:
+        raise failures[0]
+    auth = [f for f in failures if isinstance(f, HubAuthError)]
+    if auth and len(auth) == len(failures):
+        raise auth[0]
+    reasons = "; ".join(f.message for f in failures)
+    raise HubNotFoundError(f"no {chosen} file for {spec.id} in {', '.join(tried)}: {reasons}",
+                           hint=f"`qwen pull {spec.id}:QUANT` with another quant "
+                                f"({', '.join(spec.quants)})")
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-flight
+
+
+def _existing_folder(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return path
+
+
+def check_disk(needed: int, folder: Path | None = None) -> DiskCheck:
+    """Free space on the cache's filesystem against `needed` bytes plus a margin."""
+    from qwencli import store
+
+    target = _existing_folder(folder or store.hub_cache())
+    free = shutil.disk_usage(target).free
+    margin = max(DISK_MARGIN_MIN, int(needed * DISK_MARGIN_SHARE))
+    return DiskCheck(target, needed, margin, free)
+
+
+def _disk_error(check: DiskCheck, plan: PullPlan) -> DiskSpaceError:
+    from qwencli.units import format_bytes
+
+    return DiskSpaceError(
+        f"not enough disk space for {plan.files[0].path}: "
+        f"{format_bytes(check.needed_bytes)} to download + {format_bytes(check.margin_bytes)} "
+        f"margin, {format_bytes(check.free_bytes)} free on {check.folder}",
+        hint="free some space (`qwen list`, `qwen rm MODEL`) or point HF_HUB_CACHE at a "
+             "bigger disk")
+
+
+# --------------------------------------------------------------------------------------------
+# Progress (stderr only; the library's one way of talking during a transfer)
+
+
+class Progress(Protocol):
+    def start(self, label: str, total: int, done: int) -> None: ...
+    def advance(self, n: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class _RichProgress:
+    """A bar with bytes, rate and time left, on stderr (rich.progress, imported here)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")))
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                             DownloadColumn(binary_units=True),
+                             TransferSpeedColumn(), TimeRemainingColumn(), console=console,
+                             transient=False)
+        self._task = None
+
+    def start(self, label: str, total: int, done: int) -> None:
+        self._bar.start()
+        self._task = self._bar.add_task(label, total=total, completed=done)
+
+    def advance(self, n: int) -> None:
+        if self._task is not None:
+            self._bar.advance(self._task, n)
+
+    def close(self) -> None:
+        self._bar.stop()
+
+
+class _LineProgress:
+    """Off a terminal (when asked for): a plain line every few seconds, for logs."""
+
+    def __init__(self, every: float = 2.0) -> None:
+        self._every = every
+        self._label, self._total, self._done, self._start_done = "", 0, 0, 0
+        self._t0 = self._last = 0.0
+
+    def start(self, label: str, total: int, done: int) -> None:
+        self._label, self._total, self._done, self._start_done = label, total, done, done
+        self._t0 = self._last = time.monotonic()
+        self._line()
+
+    def advance(self, n: int) -> None:
+        self._done += n
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._last = now
+            self._line()
+
+    def close(self) -> None:
+        self._line()
+
+    def _line(self) -> None:
+        from qwencli.units import format_bytes
+
+        elapsed = max(time.monotonic() - self._t0, 1e-6)
+        rate = (self._done - self._start_done) / elapsed
+        left = (self._total - self._done) / rate if rate > 0 else None
+        pct = 100.0 * self._done / self._total if self._total else 100.0
+        eta = f", {left:.0f}s left" if left is not None and self._done < self._total else ""
+        sys.stderr.write(f"{self._label}: {pct:5.1f}%  {format_bytes(self._done)} of "
+                         f"{format_bytes(self._total)}  {rate / 1e6:.1f} MB/s{eta}\n")
+        sys.stderr.flush()
+
+
+def progress_for(show: bool) -> Progress | None:
+    """A bar on a terminal, plain lines elsewhere; None when not shown."""
+    if not show:
+        return None
+    if sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
+        return _RichProgress()
+    return _LineProgress()
+
+
+# --------------------------------------------------------------------------------------------
+# The transfer
+
+
+def _is_complete(repo: str, commit: str, f: RemoteFile) -> bool:
+    from qwencli import store
+
+    blob = store.blob_path(repo, f.blob)
+    if blob.is_file() and blob.stat().st_size == f.size:
+        return True
+    snap = store.snapshot_path(repo, commit, f.path)
+    return snap.is_file() and not snap.is_symlink() and snap.stat().st_size == f.size
+
+
+def _partial_size(repo: str, f: RemoteFile) -> int:
+    from qwencli import store
+
+    try:
+        return min(store.partial_path(repo, f.blob).stat().st_size, f.size)
+    except OSError:
+        return 0
+
+
+def _link(plan: PullPlan, f: RemoteFile, *, new_blob: bool = False) -> Path:
+    from qwencli import store
+
+    blob = store.blob_path(plan.repo, f.blob)
+    snap = store.snapshot_path(plan.repo, plan.commit, f.path)
+    if not blob.exists() and snap.is_file():
+        path = snap  # the file itself, where symlinks fail: already in place
+    else:
+        path = store.link_snapshot(plan.repo, plan.commit, f.path, f.blob, new_blob=new_blob)
+    store.write_ref(plan.repo, plan.revision, plan.commit)
+    return path
+
+
+def download(plan: PullPlan, *, progress: Progress | None = None) -> PullResult:
+    """Fetch what the cache lacks, resuming partials, verifying each file's sha256.
+
+    Pre-flight first: nothing is written when the disk is too small. Ctrl-C raises
+    PullInterrupted with the partial kept; the next call resumes it with an HTTP Range.
+    """
+    from qwencli import store
+
+    t0 = time.monotonic()
+    paths: list[Path] = []
+    if plan.offline:
+        paths = [store.snapshot_path(plan.repo, plan.commit, f.path) for f in plan.files]
+        return _result(plan, paths, 0, False, True, t0)
+    missing = [f for f in plan.files if not _is_complete(plan.repo, plan.commit, f)]
+    if not missing:
+        paths = [_link(plan, f) for f in plan.files]
+        return _result(plan, paths, 0, False, True, t0)
+    have = {f.path: _partial_size(plan.repo, f) for f in missing}
+    needed = sum(f.size - have[f.path] for f in missing)
+    check = check_disk(needed)
+    if not check.fits:
+        raise _disk_error(check, plan)
+    try:
+        return _download_missing(plan, missing, have, progress, t0)
+    except OSError as exc:  # the cache's disk, not the network (those are HubErrors by now)
+        if exc.errno == errno.ENOSPC:
+            raise DiskSpaceError(f"the disk filled up while downloading {plan.files[0].path} "
+                                 f"({store.hub_cache()}); what arrived is kept",
+                                 hint=f"free some space, then `qwen pull {plan.ref}` resumes"
+                                 ) from exc
+        raise store.StoreError(f"cannot write to the cache {store.hub_cache()}: "
+                               f"{exc.strerror or exc}",
+                               hint="set HF_HUB_CACHE (or HF_HOME) to a writable folder"
+                               ) from exc
+
+
+def _download_missing(plan: PullPlan, missing: list[RemoteFile], have: dict[str, int],
+                      progress: Progress | None, t0: float) -> PullResult:
+    from qwencli import store
+
+    paths: list[Path] = []
+    set_record = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in plan.files]
+    for f in missing:
+        store.write_sidecar(plan.repo, f.blob, {
+            "repo": plan.repo, "path": f.path, "commit": plan.commit,
+            "revision": plan.revision, "size": f.size, "sha256": f.sha256, "blob": f.blob,
+            "quant": plan.quant, "set": set_record, "ref": plan.ref})
+    total = sum(f.size for f in missing)
+    done = sum(have.values())
+    downloaded = 0
+    resumed = done > 0
+    if progress is not None:
+        label = plan.files[0].path.rsplit("/", 1)[-1]
+        if len(plan.files) > 1:
+            label += f" (+{len(plan.files) - 1} parts)"
+        progress.start(label, total, done)
+    try:
+        for f in plan.files:
+            fetched = f in missing
+            if fetched:
+                downloaded += _fetch(plan, f, progress)
+            paths.append(_link(plan, f, new_blob=fetched))
+            with contextlib.suppress(OSError):
+                store.sidecar_path(plan.repo, f.blob).unlink()
+    finally:
+        if progress is not None:
+            progress.close()
+    return _result(plan, paths, downloaded, resumed, False, t0)
+
+
+def _result(plan: PullPlan, paths: list[Path], downloaded: int, resumed: bool,
+            present: bool, t0: float) -> PullResult:
+    return PullResult(path=paths[0], repo=plan.repo, files=tuple(paths), quant=plan.quant,
+                      bytes_downloaded=downloaded, resumed=resumed, already_present=present,
+                      commit=plan.commit, revision=plan.revision, model_id=plan.model_id,
+                      remote=plan.files, size_bytes=plan.size_bytes,
+                      verified=all(f.sha256 for f in plan.files),
+                      seconds=time.monotonic() - t0, warnings=plan.warnings)
+
+
+def _fetch(plan: PullPlan, f: RemoteFile, progress: Progress | None) -> int:
+    """One file into blobs/<sha>.incomplete, resumed from its size, verified, renamed."""
+    from filelock import FileLock, Timeout
+
+    from qwencli import store
+
+    lock_file = store.lock_path(plan.repo, f.blob)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_file), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise DownloadBusyError(f"{f.path} is being downloaded by another process",
+                                hint="wait for it to finish (qwen pull or hf download), "
+                                     "then run this again") from None
+    try:
+        partial = store.partial_path(plan.repo, f.blob)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "ab+", buffering=0) as out:
+            got, sha = _transfer(plan, f, out, progress, partial)
+        if f.sha256 and sha != f.sha256:
+            _discard(plan, f)
+            raise ChecksumError(
+                f"{f.path}: sha256 mismatch (got {sha[:12]}..., the Hub lists "
+                f"{f.sha256[:12]}...); the file was removed",
+                hint="run the pull again; if it repeats, the server or a proxy corrupts it")
+        os.replace(partial, store.blob_path(plan.repo, f.blob))
+        return got
+    finally:
+        lock.release()
+
+
+def _discard(plan: PullPlan, f: RemoteFile) -> None:
+    from qwencli import store
+
+    for path in (store.partial_path(plan.repo, f.blob), store.sidecar_path(plan.repo, f.blob)):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _download_timeout() -> float:
+    try:
+        return float(os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT") or 10)
+    except ValueError:
+        return 10.0
+
+
+def _transfer(plan: PullPlan, f: RemoteFile, out, progress: Progress | None,
+              partial: Path) -> tuple[int, str]:
+    """Stream the rest of the file with Range requests, retrying cut connections from the
+    last byte on disk. Returns the bytes received and the whole file's sha256."""
+    import httpx2
+    from huggingface_hub.utils import get_session, hf_raise_for_status
+
+    have = out.seek(0, os.SEEK_END)
+    if have > f.size:  # more than the file has: not ours to trust
+        have = _restart(out, None, 0)
+    digest = hashlib.sha256()
+    out.seek(0)
+    for chunk in iter(lambda: out.read(8 << 20), b""):  # the kept bytes count in the hash
+        digest.update(chunk)
+    session = get_session()
+    url = file_url(plan.repo, f.path, plan.commit)
+    received = 0
+    pending = 0  # bytes not yet reported to the progress bar
+    idle = 0
+    timeout = httpx2.Timeout(_download_timeout(), connect=_download_timeout())
+    try:
+        while have < f.size:
+            headers = {**auth_headers(), "Accept-Encoding": "identity"}
+            if have:
+                headers["Range"] = f"bytes={have}-"
+            before = have
+            try:
+                with session.stream("GET", url, headers=headers, timeout=timeout) as response:
+                    if response.status_code == 416 and have:
+                        have, digest = _restart(out, progress, have), hashlib.sha256()
+                        continue
+                    try:
+                        hf_raise_for_status(response)
+                    except Exception as exc:
+                        raise _hub_error(plan.repo, exc) from exc
+                    if have and (response.status_code != 206 or not _range_starts_at(
+                            response.headers.get("Content-Range"), have)):
+                        # the server ignored Range: it sends the whole file
+                        have, digest = _restart(out, progress, have), hashlib.sha256()
+                    for chunk in response.iter_raw():
+                        if have + len(chunk) > f.size:
+                            raise HubError(f"{f.path}: the server sent more than the "
+                                           f"{f.size} bytes the Hub lists")
+                        out.write(chunk)
+                        digest.update(chunk)
+                        have += len(chunk)
+                        received += len(chunk)
+                        pending += len(chunk)
+                        if pending >= _CHUNK and progress is not None:
+                            progress.advance(pending)
+                            pending = 0
+            except httpx2.TransportError as exc:
+                idle = 0 if have > before else idle + 1
+                if idle >= _RETRIES:
+                    raise HubUnreachableError(
+                        f"transfer of {f.path} failed: {_first_line(exc)}; "
+                        f"{have} of {f.size} bytes kept",
+                        hint=f"run `qwen pull {plan.ref}` again to resume") from exc
+                if idle:  # straight back after progress; back off while nothing comes
+                    time.sleep(min(0.5 * 2 ** (idle - 1), 8.0))
+                continue
+            if have < f.size:
+                idle = 0 if have > before else idle + 1
+                if idle >= _RETRIES:
+                    raise HubError(f"transfer of {f.path} keeps ending early at byte {have} "
+                                   f"of {f.size}", hint=f"run `qwen pull {plan.ref}` again")
+    except KeyboardInterrupt:
+        raise PullInterrupted(have, f.size, partial) from None
+    finally:
+        if progress is not None and pending:
+            progress.advance(pending)
+    return received, digest.hexdigest()
+
+
+def _range_starts_at(content_range: str | None, start: int) -> bool:
+    match = re.match(r"bytes (\d+)-", content_range or "")
+    return bool(match) and int(match.group(1)) == start
+
+
+def _restart(out, progress: Progress | None, have: int) -> int:
+    """Throw away what the partial holds (the caller starts a fresh hash)."""
+    out.truncate(0)
+    out.seek(0)
+    if progress is not None and have:
+        progress.advance(-have)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# The whole pull
+
+
+def _ask(question: str) -> bool:
+    """Consent on a terminal (stderr + stdin); off a terminal there is nobody to ask."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    sys.stderr.write(f"{question} [Y/n] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("", "y", "yes")
+
+
+def pull_model(ref: str, *, progress: bool, assume_yes: bool = True,
+               quant: str | None = None) -> PullResult:
+    """Resolve a MODEL reference through the Hub, then download and verify what is missing.
+
+    With `assume_yes=False` a download (not a model already here) needs consent on a
+    terminal; off a terminal that is an error telling to run `qwen pull` (or pass --yes).
+    """
+    from qwencli.units import format_bytes
+
+    plan = resolve_pull(ref, quant=quant)
+    if not assume_yes and not plan.offline:
+        missing = [f for f in plan.files if not _is_complete(plan.repo, plan.commit, f)]
+        if missing:
+            size = format_bytes(sum(f.size for f in missing))
+            what = f"{plan.files[0].path} ({size}) from {plan.repo}"
+            if not _ask(f"Download {what}?"):
+                raise HubError(f"{ref} is not downloaded ({what} needed)",
+                               hint=f"run `qwen pull {ref}`, or pass --yes")
+    return download(plan, progress=progress_for(progress))

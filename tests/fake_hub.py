@@ -7,24 +7,33 @@ Endpoints (as the Hub answers them):
 - GET /api/models/{repo}[/revision/{revision}] : model info with `siblings`.
 - GET|HEAD /{repo}/resolve/{revision}/{path} : the file, with Range (206), ETag and
   X-Linked-Etag (the sha256), X-Linked-Size, X-Repo-Commit.
+- GET /api/models?author=&search= : repositories whose name contains `search` (nearest names).
 - A gated repository answers 401 with X-Error-Code: GatedRepo unless the request carries the
   repository's token; an unknown repository 401 RepoNotFound; an unknown file 404 EntryNotFound.
 
 Every request is recorded (method, path, Range header) so tests can count requests and bytes.
+
+Fault injection, for transfers that go wrong: `faults["repo/path"] = Fault(...)` cuts the
+connection at a file offset, pauses there until the test releases it (so a client can be
+killed at an exact byte), or flips a byte of the body; `throttle_bps` slows every body down;
+`ignore_range` answers 200 with the whole file to a Range request, like some proxies do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import shutil
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -38,12 +47,55 @@ class Request:
 
 
 @dataclass
+class Fault:
+    """What goes wrong while one file's body is sent (offsets are positions in the file)."""
+
+    cut_at: int | None = None  # close the connection when the body reaches this offset
+    pause_at: int | None = None  # stop there until `released` is set (then carry on)
+    corrupt_at: int | None = None  # send the byte at this offset flipped
+    times: int = 1  # GET requests it applies to; 0 = every request
+    reached: threading.Event = field(default_factory=threading.Event)  # cut/pause offset hit
+    released: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
 class FakeHub:
     root: Path
     url: str = ""
     gated: dict[str, str] = field(default_factory=dict)  # repo -> token that opens it
     requests: list[Request] = field(default_factory=list)
+    faults: dict[str, Fault] = field(default_factory=dict)  # "repo/path" -> fault
+    throttle_bps: int | None = None  # body bytes per second, for every file
+    ignore_range: bool = False
     _sha: dict[Path, str] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fault(self, repo: str, path: str, **kwargs: object) -> Fault:
+        """Arm a fault for `repo/path` (see Fault)."""
+        armed = Fault(**kwargs)  # type: ignore[arg-type]
+        self.faults[f"{repo}/{path}"] = armed
+        return armed
+
+    def take_fault(self, key: str) -> Fault | None:
+        with self._lock:
+            fault = self.faults.get(key)
+            if fault is None:
+                return None
+            if fault.times > 0:
+                fault.times -= 1
+                if fault.times == 0:
+                    del self.faults[key]
+            return fault
+
+    def release_all(self) -> None:
+        """Let every paused transfer go on (tests call it when they are done)."""
+        for fault in list(self.faults.values()):
+            fault.released.set()
+
+    def ranges(self, path_end: str) -> list[str | None]:
+        """The Range headers of the GET requests for a file (URL ending with `path_end`)."""
+        return [r.range for r in self.requests
+                if r.method == "GET" and "/resolve/" in r.path and r.path.endswith(path_end)]
 
     def add_file(self, repo: str, path: str, source: Path | bytes) -> Path:
         """Put a file into a repository (copied, or written from bytes)."""
@@ -116,6 +168,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._record = Request(self.command, self.path, self.headers.get("Range"))
         self.hub.requests.append(self._record)
         path = unquote(urlparse(self.path).path)
+        if path == "/api/models":
+            self._search(parse_qs(urlparse(self.path).query))
+            return
         tree = re.match(r"^/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?$", path)
         info = re.match(r"^/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?$", path)
         resolve = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
@@ -145,10 +200,27 @@ class _Handler(BaseHTTPRequestHandler):
     def _info(self, repo: str) -> None:
         if not self._repo_allowed(repo):
             return
-        siblings = [{"rfilename": e["path"], "size": e["size"], "lfs": e["lfs"]}
+        siblings = [{"rfilename": e["path"], "size": e["size"],
+                     "lfs": {"sha256": e["lfs"]["oid"], "size": e["size"],  # type: ignore[index]
+                             "pointerSize": 134}}
                     for e in (self._entry(repo, f) for f in self.hub.files(repo))]
         self._send_json(200, {"id": repo, "modelId": repo, "sha": COMMIT, "private": False,
                               "gated": repo in self.hub.gated, "siblings": siblings})
+
+    def _search(self, query: dict[str, list[str]]) -> None:
+        author = (query.get("author") or [""])[0].lower()
+        word = (query.get("search") or [""])[0].lower()
+        found = []
+        owners = sorted(p for p in self.hub.root.iterdir() if p.is_dir()) \
+            if self.hub.root.is_dir() else []
+        for owner in owners:
+            if author and owner.name.lower() != author:
+                continue
+            for repo in sorted(p for p in owner.iterdir() if p.is_dir()):
+                name = f"{owner.name}/{repo.name}"
+                if word in name.lower():
+                    found.append({"id": name, "modelId": name, "_id": name, "private": False})
+        self._send_json(200, found)
 
     def _resolve(self, repo: str, rel: str) -> None:
         if not self._repo_allowed(repo):
@@ -161,7 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
         sha = self.hub.sha256(file)
         start, end = 0, size - 1
         status = 200
-        wanted = self.headers.get("Range")
+        wanted = None if self.hub.ignore_range else self.headers.get("Range")
         match = re.match(r"bytes=(\d+)-(\d*)$", wanted or "")
         if match:
             start = int(match.group(1))
@@ -187,19 +259,53 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
+        fault = self.hub.take_fault(f"{repo}/{rel}")
+        # a client that had what it needed (a header read), or was killed, hangs up
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._send_body(file, start, end + 1, fault)
+
+    def _send_body(self, file: Path, start: int, stop: int, fault: Fault | None) -> None:
+        step = 64 << 10 if self.hub.throttle_bps else 1 << 20
+        t0 = time.monotonic()
+        sent = 0
+        if fault and fault.cut_at == start:  # a resumed request that starts at the cut
+            fault.reached.set()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         with file.open("rb") as f:
             f.seek(start)
-            remaining = length
-            try:
-                while remaining:
-                    chunk = f.read(min(1 << 20, remaining))
-                    if not chunk:
-                        break
-                    self.wfile.write(chunk)
-                    self._record.bytes_sent += len(chunk)
-                    remaining -= len(chunk)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client had what it needed (a header read) and hung up
+            pos = start
+            while pos < stop:
+                limit = stop
+                for mark in (fault.cut_at, fault.pause_at) if fault else ():
+                    if mark is not None and pos < mark < limit:
+                        limit = mark
+                chunk = f.read(min(step, limit - pos))
+                if not chunk:
+                    break
+                if fault and fault.corrupt_at is not None and \
+                        pos <= fault.corrupt_at < pos + len(chunk):
+                    at = fault.corrupt_at - pos
+                    chunk = chunk[:at] + bytes([chunk[at] ^ 0xFF]) + chunk[at + 1:]
+                self.wfile.write(chunk)
+                self._record.bytes_sent += len(chunk)
+                pos += len(chunk)
+                sent += len(chunk)
+                if self.hub.throttle_bps:
+                    ahead = sent / self.hub.throttle_bps - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                if fault and pos == fault.pause_at:
+                    self.wfile.flush()
+                    fault.reached.set()
+                    fault.released.wait(60)
+                if fault and pos == fault.cut_at:
+                    self.wfile.flush()
+                    fault.reached.set()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
 
 
 def start(root: Path) -> tuple[FakeHub, ThreadingHTTPServer]:
@@ -209,5 +315,6 @@ def start(root: Path) -> tuple[FakeHub, ThreadingHTTPServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     hub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
     return hub, server
