@@ -44,23 +44,11 @@ def _header_shape(location: str, headers: dict[str, str] | None = None) -> Model
     return shape_from_gguf(model, name=Path(location.split("?")[0]).name)
 
 
-def _cached_download(qf: QuantFile) -> Path | None:
-    """The first part of a complete download in the Hugging Face cache, if every part is there."""
-    from huggingface_hub import try_to_load_from_cache
-
-    paths = []
-    for name in qf.files:
-        found = try_to_load_from_cache(qf.repo, name)
-        if not isinstance(found, str):
-            return None
-        paths.append(Path(found))
-    return paths[0] if paths else None
-
-
 def _catalog_shape(spec: ModelSpec, qf: QuantFile, notes: list[str]) -> ModelShape:
     from qwencli.shapes import shape_from_catalog
+    from qwencli.store import find_model
 
-    local = _cached_download(qf)
+    local = find_model(f"{spec.id}:{qf.quant}")  # a complete download, never a partial
     if local is not None:
         notes.append(f"exact figures from the GGUF header of the downloaded file {local}")
         return _header_shape(str(local))

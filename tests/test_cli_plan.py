@@ -230,3 +230,16 @@ def test_a_bad_key_in_a_user_model_profile_names_file_and_key(isolated_state: Pa
     assert result.exit_code == 1
     assert "mine.toml" in result.stderr and "colour" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_catalog_reference_reads_the_downloaded_file_offline(hub, monkeypatch,
+                                                              tmp_path: Path) -> None:
+    from qwencli.hub import pull_model
+
+    tiny = write_qwen_gguf(tmp_path / "tiny.gguf", n_layers=3)
+    hub.add_file("Qwen/Qwen3-0.6B-GGUF", "Qwen3-0.6B-Q8_0.gguf", tiny)
+    pulled = pull_model("qwen3-0.6b:Q8_0", progress=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    doc = json.loads(run("fit", "qwen3-0.6b:Q8_0", "--json").stdout)
+    assert doc["source"] == "header" and doc["n_layers"] == 3
+    assert any(str(pulled.path) in note for note in doc["notes"])
