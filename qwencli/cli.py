@@ -316,3 +316,7 @@ def main() -> None:
 from qwencli.cli_hub import register as _register_hub  # noqa: E402
 
 _register_hub(app)
+
+from qwencli.cli_chat import register as _register_chat  # noqa: E402
+
+_register_chat(app)

@@ -53,6 +53,8 @@ def pull(
     progress: Annotated[Optional[bool], typer.Option(  # noqa: UP045
         "--progress/--no-progress",
         help="Progress on stderr (default: on a terminal, and not with --json).")] = None,
+    make_default: Annotated[bool, typer.Option(
+        "--default", help="Make it the model `qwen chat` uses without -m.")] = False,
 ) -> None:
     """Download a model's GGUF file(s) into the Hugging Face cache, verified by sha256.
 
@@ -85,10 +87,24 @@ def pull(
         output.warn(f"interrupted: {_fmt(exc.done)} of {_fmt(exc.total)} kept in the cache; "
                     f"run `qwen pull {model}` again to resume")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    if make_default:
+        from qwencli.config import save_default_model
+
+        saved = save_default_model(default_ref(result))
+        output.info(f"`qwen chat` now uses {saved} by default")
     if json_output:
         output.print_json(pull_document(result))
     else:
         output.print_report(pull_sections(result, model))
+
+
+def default_ref(r: PullResult) -> str:
+    """The reference that names exactly what was pulled: catalog id or repo, with its quant."""
+    if r.model_id and r.quant:
+        return f"{r.model_id}:{r.quant}"
+    if r.quant:
+        return f"{r.repo}:{r.quant}"
+    return str(r.path)
 
 
 def pull_document(r: PullResult) -> dict[str, Any]:

@@ -104,6 +104,12 @@ def _escape(text: str) -> str:
     return text.replace("[", "\\[")
 
 
+def info(message: str) -> None:
+    """A line for the person, not the product: stderr, no label."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
 def warn(message: str) -> None:
     _to_stderr("warning", message, "yellow")
 

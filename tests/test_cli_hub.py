@@ -333,3 +333,14 @@ def test_a_default_quant_that_does_not_fit_is_confirmed_on_a_terminal(fake, monk
     assert "error: nothing downloaded" in declined.stderr
     assert [r for r in fake.requests if "/resolve/" in r.path] == []
     assert run("pull", "hubtest-1b", "--yes").exit_code == 0
+
+
+def test_pull_default_makes_it_the_chat_default(fake) -> None:
+    from qwencli.config import default_model
+
+    fake.add_file("o/r", "m-Q8_0.gguf", payload(2000))
+    assert default_model() is None
+    result = run("pull", "o/r:q8_0", "--default")
+    assert result.exit_code == 0, result.stderr
+    assert default_model() == "o/r:Q8_0"
+    assert "`qwen chat` now uses o/r:Q8_0 by default" in result.stderr

@@ -1,0 +1,1357 @@
+"""`qwen chat`: which model, the conversation, thinking, sampling, and the terminal.
+
+The module has two halves:
+
+- Session logic, free of terminal I/O and testable with a fake engine: the message list (the
+  assistant's thinking is never kept in it: Qwen's rule, and its templates expect it),
+  trimming the oldest turns when the context is full, slash commands, `/set` values, Qwen's
+  sampling presets per mode, the thinking switch (`enable_thinking` or the `/think` and
+  `/no_think` soft switch, as the catalog says), a streaming splitter for `<think>` blocks
+  (including templates that open `<think>` in the prompt, so the output holds only `</think>`),
+  and which model to use when none is named.
+- The terminal, in one place (`ChatConsole`, `run_once`, `run_repl`): stdout carries the answer
+  only, ending in a newline; thinking goes to stderr (dimmed on a colour terminal) unless
+  hidden or asked for on stdout; Ctrl-C stops an answer between tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+from qwencli.engine import THINK_CLOSE, THINK_OPEN, Prompt, Sampling, Stats
+from qwencli.errors import EXIT_INTERRUPTED, EXIT_OK, QwenError, UsageError
+
+if TYPE_CHECKING:
+    from qwencli.catalog import ModelSpec
+    from qwencli.engine import ChatTemplate, ModelInfo
+    from qwencli.fit import Plan
+    from qwencli.hardware.model import Budget, Hardware
+
+SCHEMA_VERSION = 1
+DEFAULT_CHAT_CTX = 8192  # recommend.DEFAULT_CTX["chat"]: what `qwen recommend` plans for chat
+MIN_AUTO_CTX = 1024  # the smallest context chosen on its own when the default does not fit
+CTX_STEP = 256
+REPLY_ROOM = 1024  # tokens kept free for an answer when trimming or suggesting --ctx
+
+# Qwen3's published settings (qwen-catalog.md section 3), used when the catalog has no preset
+# for the model (a local file of unknown origin) or leaves a value unstated.
+FALLBACK_PRESETS = {
+    True: Sampling(temperature=0.6, top_p=0.95, top_k=20, min_p=0.0),
+    False: Sampling(temperature=0.7, top_p=0.8, top_k=20, min_p=0.0),
+}
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty",
+                 "repeat_penalty", "seed", "max_tokens")
+_SET_ALIASES = {"temp": "temperature", "repetition_penalty": "repeat_penalty",
+                "num_predict": "max_tokens", "n_predict": "max_tokens"}
+
+
+class ContextOverflowError(QwenError):
+    """The input does not fit the context window."""
+
+
+# ------------------------------------------------------------------------------------------
+# Thinking
+
+
+def strip_thinking(text: str) -> str:
+    """The answer part of an assistant message: Qwen's rule splits at the last </think>; an
+    unclosed <think> (an answer stopped while thinking) leaves no answer."""
+    if THINK_CLOSE in text:
+        return text.rsplit(THINK_CLOSE, 1)[1].strip()
+    if text.lstrip().startswith(THINK_OPEN):
+        return ""
+    return text.strip()
+
+
+class ThinkSplitter:
+    """Splits streamed output into ("thinking", text) and ("answer", text) pieces.
+
+    A `<think>` counts only at the very start of the output (after whitespace); when the
+    prompt already opened it, the output starts inside the thinking block. Tags split across
+    pieces are held back until they are complete. Whitespace around the blocks is dropped.
+    """
+
+    def __init__(self, opened: bool = False) -> None:
+        self.state = "think" if opened else "start"
+        self._buffer = ""
+        self.thinking = ""
+        self.answer = ""
+        self.thought = opened  # a thinking block was seen
+
+    @property
+    def in_thinking(self) -> bool:
+        return self.state == "think"
+
+    def feed(self, text: str) -> list[tuple[str, str]]:
+        self._buffer += text
+        out: list[tuple[str, str]] = []
+        while self._buffer:
+            if self.state == "start":
+                stripped = self._buffer.lstrip()
+                if not stripped:
+                    return out
+                if stripped.startswith(THINK_OPEN):
+                    self._buffer = stripped[len(THINK_OPEN):]
+                    self.state, self.thought = "think", True
+                    continue
+                if THINK_OPEN.startswith(stripped):
+                    return out  # maybe the start of <think>
+                self.state, self._buffer = "answer", stripped
+                continue
+            if self.state == "think":
+                if not self.thinking:
+                    self._buffer = self._buffer.lstrip()
+                    if not self._buffer:
+                        return out
+                at = self._buffer.find(THINK_CLOSE)
+                if at != -1:
+                    self._emit(out, "thinking", self._buffer[:at])
+                    self._buffer = self._buffer[at + len(THINK_CLOSE):]
+                    self.state = "after"
+                    continue
+                keep = _partial_suffix(self._buffer, THINK_CLOSE)
+                self._emit(out, "thinking", self._buffer[:len(self._buffer) - keep])
+                self._buffer = self._buffer[len(self._buffer) - keep:]
+                return out
+            if self.state == "after":
+                self._buffer = self._buffer.lstrip()
+                if not self._buffer:
+                    return out
+                self.state = "answer"
+                continue
+            self._emit(out, "answer", self._buffer)
+            self._buffer = ""
+        return out
+
+    def flush(self) -> list[tuple[str, str]]:
+        """The held-back rest, at the end of the output."""
+        out: list[tuple[str, str]] = []
+        rest, self._buffer = self._buffer, ""
+        if self.state == "think":
+            self._emit(out, "thinking", rest)
+        elif self.state in ("start", "answer") and rest.strip():
+            self._emit(out, "answer", rest.lstrip() if self.state == "start" else rest)
+        return out
+
+    def _emit(self, out: list[tuple[str, str]], kind: str, text: str) -> None:
+        if not text:
+            return
+        if kind == "thinking":
+            self.thinking += text
+        else:
+            self.answer += text
+        out.append((kind, text))
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of `tag`."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:n]):
+            return n
+    return 0
+
+
+@dataclass(frozen=True)
+class ThinkingSupport:
+    """How a model thinks and how to switch it (from the catalog, else from its template)."""
+
+    mode: str  # "hybrid" | "thinking-only" | "none"
+    switch: str | None  # "enable_thinking" | "soft-switch" | None
+    default_on: bool
+
+
+def thinking_support(spec: ModelSpec | None, template: ChatTemplate | Any) -> ThinkingSupport:
+    if spec is not None:
+        t = spec.thinking
+        switch = None
+        if t.mode == "hybrid":
+            if "enable_thinking" in t.switch and template.has_enable_thinking:
+                switch = "enable_thinking"
+            elif "soft-switch" in t.switch:
+                switch = "soft-switch"
+            elif "enable_thinking" in t.switch:
+                switch = "enable_thinking"
+        return ThinkingSupport(t.mode, switch, t.default_on and t.mode != "none")
+    if template.has_enable_thinking:
+        return ThinkingSupport("hybrid", "enable_thinking", True)
+    if template.mentions_thinking:
+        return ThinkingSupport("thinking-only", None, True)
+    return ThinkingSupport("none", None, False)
+
+
+@dataclass(frozen=True)
+class ThinkingChoice:
+    """What one turn does: whether it thinks, the template arguments, the soft-switch suffix."""
+
+    on: bool
+    template_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    suffix: str | None = None
+    warning: str | None = None
+
+
+def choose_thinking(support: ThinkingSupport, think: bool | None) -> ThinkingChoice:
+    """Map --think/--no-think (None: the model's default) to the model's switch."""
+    if support.mode == "none":
+        warning = "this model has no thinking mode; --think is ignored" if think else None
+        return ThinkingChoice(False, warning=warning)
+    if support.mode == "thinking-only":
+        warning = ("this model always thinks; --hide-thinking hides it"
+                   if think is False else None)
+        return ThinkingChoice(True, warning=warning)
+    on = support.default_on if think is None else think
+    if support.switch == "enable_thinking":
+        return ThinkingChoice(on, {"enable_thinking": on})
+    if support.switch == "soft-switch":
+        suffix = None if think is None else (" /think" if on else " /no_think")
+        return ThinkingChoice(on, suffix=suffix)
+    warning = ("this model's chat template has no thinking switch"
+               if think is not None else None)
+    return ThinkingChoice(support.default_on, warning=warning)
+
+
+# ------------------------------------------------------------------------------------------
+# Sampling
+
+
+def preset_sampling(spec: ModelSpec | None, thinking: bool) -> Sampling:
+    """Qwen's published settings for the model and mode; unstated values from Qwen3's."""
+    base = FALLBACK_PRESETS[thinking]
+    preset = spec.preset(thinking) if spec is not None else None
+    if preset is None:
+        return base
+    return Sampling(
+        temperature=_pick(preset.temperature, base.temperature),
+        top_p=_pick(preset.top_p, base.top_p),
+        top_k=int(_pick(preset.top_k, base.top_k)),
+        min_p=_pick(preset.min_p, base.min_p),
+        presence_penalty=_pick(preset.presence_penalty, base.presence_penalty),
+        repeat_penalty=_pick(preset.repetition_penalty, base.repeat_penalty),
+    )
+
+
+def _pick(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def apply_overrides(base: Sampling, overrides: Mapping[str, Any]) -> Sampling:
+    return replace(base, **{k: v for k, v in overrides.items() if k in SAMPLING_KEYS})
+
+
+def parse_set(name: str, value: str) -> tuple[str, Any]:
+    """`/set NAME VALUE` -> (key, value); `default` removes an override. UsageError if bad."""
+    key = name.strip().lower().replace("-", "_")
+    key = _SET_ALIASES.get(key, key)
+    if key not in SAMPLING_KEYS:
+        raise UsageError(f"unknown setting {name!r}; one of: {', '.join(SAMPLING_KEYS)}")
+    text = value.strip().lower()
+    if not text:
+        raise UsageError(f"/set {key} needs a value (or `default`)")
+    if text in ("default", "none", "random", "unset"):
+        return key, None
+    limits: dict[str, tuple[type, float, float]] = {
+        "temperature": (float, 0.0, 5.0), "top_p": (float, 0.0, 1.0), "top_k": (int, 0, 10**6),
+        "min_p": (float, 0.0, 1.0), "presence_penalty": (float, -2.0, 2.0),
+        "repeat_penalty": (float, 0.0, 10.0), "seed": (int, 0, 2**32 - 2),
+        "max_tokens": (int, 1, 10**9),
+    }
+    kind, low, high = limits[key]
+    try:
+        number = kind(text) if kind is float else int(text, 10)
+    except ValueError:
+        raise UsageError(f"{key} must be {'a number' if kind is float else 'an integer'}, "
+                         f"not {value.strip()!r}") from None
+    if not low <= number <= high:
+        raise UsageError(f"{key} must be between {low:g} and {high:g}")
+    return key, number
+
+
+# ------------------------------------------------------------------------------------------
+# The conversation
+
+
+@dataclass
+class Conversation:
+    """The message list sent to the model: an optional system prompt, then user/assistant
+    turns. Assistant turns hold the answer only, never the thinking."""
+
+    system: str | None = None
+    messages: list[dict[str, str]] = field(default_factory=list)
+
+    def add_user(self, text: str) -> None:
+        self.messages.append({"role": "user", "content": text})
+
+    def add_assistant(self, text: str) -> None:
+        self.messages.append({"role": "assistant", "content": strip_thinking(text)})
+
+    def pop_user(self) -> None:
+        if self.messages and self.messages[-1]["role"] == "user":
+            self.messages.pop()
+
+    def clear(self) -> None:
+        self.messages.clear()
+
+    def for_model(self, suffix: str | None = None) -> list[dict[str, str]]:
+        """What the template renders; `suffix` (a soft switch) goes on the last user message."""
+        out = [{"role": "system", "content": self.system}] if self.system else []
+        out += [dict(m) for m in self.messages]
+        if suffix:
+            for message in reversed(out):
+                if message["role"] == "user":
+                    message["content"] += suffix
+                    break
+        return out
+
+    def drop_oldest(self) -> int:
+        """Drop the oldest turn (a user message and its answer); never the last user message.
+        Returns how many messages went."""
+        if len(self.messages) <= 1:
+            return 0
+        count = 2 if len(self.messages) > 2 and self.messages[1]["role"] == "assistant" else 1
+        del self.messages[:count]
+        return count
+
+    def to_document(self, model: str | None = None, thinking: bool | None = None) -> dict:
+        return {"schema_version": SCHEMA_VERSION, "model": model, "system": self.system,
+                "thinking": thinking, "messages": [dict(m) for m in self.messages]}
+
+    @classmethod
+    def from_document(cls, data: Any, source: str = "conversation") -> Conversation:
+        """A saved conversation (ours, or a bare OpenAI-style message list)."""
+        system = None
+        messages = data.get("messages") if isinstance(data, dict) else data
+        if isinstance(data, dict):
+            system = data.get("system")
+            if system is not None and not isinstance(system, str):
+                raise QwenError(f"{source}: 'system' must be a string")
+        if not isinstance(messages, list):
+            raise QwenError(f"{source}: expected a list of messages")
+        conversation = cls(system=system or None)
+        for number, message in enumerate(messages, 1):
+            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+                raise QwenError(f"{source}: message {number} needs a string 'content'")
+            role = message.get("role")
+            if role == "system":
+                conversation.system = message["content"] or None
+            elif role == "user":
+                conversation.add_user(message["content"])
+            elif role == "assistant":
+                conversation.add_assistant(message["content"])
+            else:
+                raise QwenError(f"{source}: message {number} has role {role!r}; expected "
+                                "system, user or assistant")
+        return conversation
+
+
+def save_conversation(path: Path, document: Mapping[str, Any]) -> None:
+    path = path.expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
+    except OSError as exc:
+        raise QwenError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def load_conversation(path: Path) -> Conversation:
+    path = path.expanduser()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise QwenError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise QwenError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise QwenError(f"{path}: not a JSON conversation ({exc})") from None
+    return Conversation.from_document(data, str(path))
+
+
+# ------------------------------------------------------------------------------------------
+# Slash commands and input
+
+
+COMMANDS: dict[str, str] = {
+    "help": "/help                 this list",
+    "clear": "/clear                forget the conversation (keeps the system prompt)",
+    "system": "/system [TEXT]        show or set the system prompt",
+    "set": "/set [NAME VALUE]     show or change a setting: temperature top_p top_k min_p "
+           "presence_penalty repeat_penalty seed max_tokens (VALUE `default` resets one)",
+    "think": "/think                think before answering (models with a thinking mode)",
+    "no_think": "/no_think             answer without thinking",
+    "stats": "/stats                timings of the last answer and context use",
+    "save": "/save FILE            save the conversation as JSON",
+    "load": "/load FILE            load a conversation saved with /save",
+    "bye": "/bye                  leave (also Ctrl-D)",
+}
+_COMMAND_ALIASES = {"?": "help", "exit": "bye", "quit": "bye", "nothink": "no_think",
+                    "no-think": "no_think", "reset": "clear"}
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    arg: str = ""
+
+
+def parse_command(line: str) -> Command | None:
+    """A slash command, or None for a message. `//text` sends "/text" as a message. Unknown
+    commands raise UsageError (a typo should not be sent to the model)."""
+    text = line.strip()
+    if not text.startswith("/") or text.startswith("//"):
+        return None
+    word, _, arg = text[1:].partition(" ")
+    name = _COMMAND_ALIASES.get(word.lower(), word.lower())
+    if name not in COMMANDS:
+        raise UsageError(f"unknown command /{word}; /help lists them (start with // to send "
+                         "a message that begins with /)")
+    return Command(name, arg.strip())
+
+
+def message_text(line: str) -> str:
+    """The message a non-command line sends (`//x` -> `/x`)."""
+    text = line.strip()
+    return text[1:] if text.startswith("//") else text
+
+
+class LineCollector:
+    """Multi-line input: a line starting with \"\"\" opens a block that ends at a line ending
+    with \"\"\"; the quotes are not part of the message."""
+
+    QUOTES = '"""'
+
+    def __init__(self) -> None:
+        self._lines: list[str] | None = None
+        self.last_was_block = False
+
+    @property
+    def in_block(self) -> bool:
+        return self._lines is not None
+
+    def reset(self) -> None:
+        self._lines = None
+
+    def feed(self, line: str) -> str | None:
+        """The complete input, or None while a block is open. `last_was_block` tells whether
+        the input came from a block (a block is always a message, never a command)."""
+        if self._lines is None:
+            self.last_was_block = False
+            if not line.lstrip().startswith(self.QUOTES):
+                return line
+            body = line.lstrip()[len(self.QUOTES):]
+            if body.rstrip().endswith(self.QUOTES):
+                self.last_was_block = True
+                return body.rstrip()[:-len(self.QUOTES)]
+            self._lines = [body] if body else []
+            return None
+        if line.rstrip().endswith(self.QUOTES):
+            self._lines.append(line.rstrip()[:-len(self.QUOTES)])
+            text = "\n".join(self._lines)
+            self._lines = None
+            self.last_was_block = True
+            return text
+        self._lines.append(line)
+        return None
+
+
+def compose_prompt(words: Sequence[str], piped: str | None) -> str | None:
+    """One-shot input: piped stdin first, then the prompt words (`cat f | qwen chat "sum"`)."""
+    parts = [p for p in ((piped or "").strip(), " ".join(words).strip()) if p]
+    return "\n\n".join(parts) if parts else None
+
+
+def overflow_error(n_prompt: int, n_ctx: int, max_ctx: int, reply_room: int) -> \
+        ContextOverflowError:
+    """A prompt that does not fit: its size, and the --ctx that would (or why none does)."""
+    need = -(-(n_prompt + reply_room) // CTX_STEP) * CTX_STEP
+    message = f"the input is {n_prompt:,} tokens, more than the {n_ctx:,}-token context"
+    if need <= max_ctx:
+        return ContextOverflowError(message, hint=f"run again with --ctx {need}")
+    return ContextOverflowError(
+        message, hint=f"at most {max_ctx:,} tokens of context fit for this model here; "
+                      "shorten the input")
+
+
+# ------------------------------------------------------------------------------------------
+# The session
+
+
+class EngineLike(Protocol):
+    """What a session needs from an engine (engine.Engine; tests use a fake)."""
+
+    @property
+    def n_ctx(self) -> int: ...
+
+    template: Any
+
+    def prompt(self, messages: Sequence[Mapping[str, str]],
+               template_kwargs: Mapping[str, Any] | None = None) -> Prompt: ...
+
+    def generate(self, prompt: Prompt, sampling: Sampling,
+                 should_stop: Callable[[], bool] | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Reply:
+    answer: str
+    thinking: str | None  # None when the model did not think
+    stats: Stats
+    dropped: int  # oldest messages dropped to fit the context
+    thinking_unfinished: bool  # stopped while still thinking
+
+
+@dataclass
+class Session:
+    """One model and one conversation: settings that /set and /think change, and `reply`."""
+
+    engine: EngineLike
+    support: ThinkingSupport
+    spec: ModelSpec | None = None
+    conversation: Conversation = field(default_factory=Conversation)
+    think: bool | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    max_ctx: int = 0  # the largest context that fits (for --ctx hints)
+    last: Reply | None = None
+
+    def thinking(self) -> ThinkingChoice:
+        return choose_thinking(self.support, self.think)
+
+    def sampling(self) -> Sampling:
+        return apply_overrides(preset_sampling(self.spec, self.thinking().on), self.overrides)
+
+    def settings(self) -> dict[str, Any]:
+        current = self.sampling()
+        return {f.name: getattr(current, f.name) for f in fields(current)}
+
+    def reply(self, text: str, *, trim: bool = True,
+              on_piece: Callable[[str, str], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Reply:
+        """Answer `text`. With `trim`, the oldest turns are dropped when the context is full
+        (a session); without, a prompt that does not fit is an error (one-shot)."""
+        choice = self.thinking()
+        sampling = self.sampling()
+        n_ctx = self.engine.n_ctx
+        room = min(sampling.max_tokens or REPLY_ROOM, n_ctx // 4)
+        self.conversation.add_user(text)
+        dropped = 0
+        prompt = self.engine.prompt(self.conversation.for_model(choice.suffix),
+                                    choice.template_kwargs)
+        while trim and len(prompt.tokens) + room > n_ctx:
+            gone = self.conversation.drop_oldest()
+            if not gone:
+                break
+            dropped += gone
+            prompt = self.engine.prompt(self.conversation.for_model(choice.suffix),
+                                        choice.template_kwargs)
+        if len(prompt.tokens) >= n_ctx:
+            self.conversation.pop_user()
+            raise overflow_error(len(prompt.tokens), n_ctx, max(self.max_ctx, n_ctx),
+                                 sampling.max_tokens or REPLY_ROOM)
+        splitter = ThinkSplitter(opened=prompt.opens_thinking)
+        generation = self.engine.generate(prompt, sampling, should_stop)
+        try:
+            for piece in generation:
+                for kind, part in splitter.feed(piece):
+                    if on_piece:
+                        on_piece(kind, part)
+        except KeyboardInterrupt:
+            generation.interrupt()
+        for kind, part in splitter.flush():
+            if on_piece:
+                on_piece(kind, part)
+        answer = splitter.answer.strip()
+        self.conversation.add_assistant(answer)
+        reply = Reply(answer=answer,
+                      thinking=splitter.thinking.strip() if splitter.thought else None,
+                      stats=generation.stats, dropped=dropped,
+                      thinking_unfinished=splitter.in_thinking)
+        self.last = reply
+        return reply
+
+
+def reply_document(reply: Reply, model: str, *, quant: str | None, path: Path | None,
+                   sampling: Sampling, thinking_on: bool, n_ctx: int) -> dict[str, Any]:
+    """The --json document (schema_version is added by output.print_json)."""
+    s = reply.stats
+    return {
+        "answer": reply.answer,
+        "thinking": reply.thinking,
+        "model": model,
+        "quant": quant,
+        "path": str(path) if path else None,
+        "finish_reason": s.finish_reason,
+        "usage": {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
+                  "total_tokens": s.prompt_tokens + s.completion_tokens},
+        "timings": {"ttft_s": round(s.ttft_s, 4), "prompt_tok_s": round(s.prompt_tok_s, 2),
+                    "decode_tok_s": round(s.decode_tok_s, 2), "total_s": round(s.total_s, 4)},
+        "context": {"n_ctx": n_ctx, "used": s.prompt_tokens + s.completion_tokens},
+        "thinking_mode": thinking_on,
+        "sampling": {f.name: getattr(sampling, f.name) for f in fields(sampling)},
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# Which model
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    path: Path
+    label: str  # how to name it: the reference given, or the file name
+    spec: ModelSpec | None
+    quant: str | None
+    origin: str  # "-m", "QWEN_MODEL", "config", "downloaded", "recommended"
+
+
+def _store_find(ref: str) -> Path | None:
+    """A complete local download of `ref`, or None (never the network)."""
+    from qwencli.store import find_model
+
+    return find_model(ref)
+
+
+def _hub_pull(ref: str) -> Path:
+    """Download `ref` (consent was given); progress bars only on a terminal."""
+    from qwencli.hub import pull_model
+
+    return Path(pull_model(ref, progress=sys.stderr.isatty(), assume_yes=True).path)
+
+
+def spec_for_file(path: Path) -> tuple[ModelSpec | None, str | None]:
+    """The catalog model a local file is (by its Hub file name, or its HF-cache repo folder)."""
+    from qwencli.catalog import load_catalog
+
+    try:
+        catalog = load_catalog()
+    except QwenError:
+        return None, None
+    name = path.name.lower()
+    for spec in catalog.all_models:
+        for source in spec.gguf:
+            for quant in source.quants.values():
+                if quant.files and quant.files[0].rsplit("/", 1)[-1].lower() == name:
+                    return spec, quant.quant
+    for part in path.parts:
+        if part.startswith("models--"):
+            repo = part[len("models--"):].replace("--", "/", 1)
+            spec = catalog.by_repo(repo)
+            if spec is not None:
+                return spec, None
+    return None, None
+
+
+def configured_reference(model: str | None, environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """The model named by -m, QWEN_MODEL or the config file, with where it came from."""
+    if model:
+        return model, "-m"
+    env = environ.get("QWEN_MODEL", "").strip()
+    if env:
+        return env, "QWEN_MODEL"
+    from qwencli.config import default_model
+
+    saved = default_model()
+    if saved:
+        return saved, "config"
+    return None
+
+
+def resolve_model(model: str | None, *, assume_yes: bool, ask: Callable[[str], bool] | None,
+                  hardware: Callable[[], tuple[Hardware, Budget]],
+                  environ: Mapping[str, str] | None = None) -> ModelChoice:
+    """Find the file to load, offering to download it when it is missing.
+
+    Order: -m, QWEN_MODEL, the config's default-model, the best-ranked downloaded model that
+    fits, the top recommendation. `ask` asks the person (None: no terminal to ask on).
+    """
+    from qwencli.catalog import (
+        CatalogRef,
+        HubRef,
+        LocalRef,
+        load_catalog,
+        parse_ref,
+        quant_file,
+        resolve_catalog_ref,
+    )
+
+    named = configured_reference(model, os.environ if environ is None else environ)
+    ref_text, origin = named if named is not None else _pick_unnamed(hardware)
+    ref = parse_ref(ref_text)
+    if isinstance(ref, LocalRef):
+        path = ref.path.expanduser()
+        if not path.exists():
+            from qwencli.gguf_info import GgufNotFoundError
+
+            where = "" if origin == "-m" else f" (from {origin})"
+            raise GgufNotFoundError(f"{path}: no such file{where}",
+                                    hint="give a .gguf path, a catalog name (see `qwen models`)"
+                                         " or owner/repo:QUANT")
+        spec, quant = spec_for_file(path)
+        return ModelChoice(path, path.name, spec, quant, origin)
+    spec = quant = None
+    size = ""
+    if isinstance(ref, CatalogRef):
+        spec, quant = resolve_catalog_ref(load_catalog(), ref)  # UsageError: nearest names
+        if quant is not None:
+            from qwencli.units import format_bytes
+
+            size = f" ({format_bytes(quant_file(spec, quant).size_bytes)})"
+    elif isinstance(ref, HubRef):
+        spec = load_catalog().by_repo(ref.repo)
+        quant = ref.quant if ref.quant_given else None
+    found = _store_find(ref_text)
+    if found is None:
+        if assume_yes or (ask is not None and ask(f"{ref_text}{size} is not downloaded. "
+                                                  "Download it now?")):
+            found = _hub_pull(ref_text)
+        else:
+            raise QwenError(f"{ref_text} is not downloaded",
+                            hint=f"run `qwen pull {ref_text}` first, or add --yes to download "
+                                 "it now")
+    return ModelChoice(Path(found), ref_text, spec, quant, origin)
+
+
+def _pick_unnamed(hardware: Callable[[], tuple[Hardware, Budget]]) -> tuple[str, str]:
+    """The best-ranked downloaded model that fits, else the top recommendation."""
+    from qwencli.catalog import load_catalog
+    from qwencli.recommend import rank
+
+    hw, budget = hardware()
+    picks = rank(load_catalog(), hw, budget, use="chat", top=50)
+    if not picks:
+        raise QwenError("no Qwen model fits this machine's memory",
+                        hint="`qwen recommend` shows why; `qwen chat -m FILE.gguf` runs a file")
+    for pick in picks:
+        for ref in (f"{pick.spec.id}:{pick.quant.quant.lower()}", pick.spec.id):
+            if _store_find(ref) is not None:
+                return ref, "downloaded"
+    top = picks[0]
+    return f"{top.spec.id}:{top.quant.quant.lower()}", "recommended"
+
+
+# ------------------------------------------------------------------------------------------
+# Loading with the plan
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    ctx: int | None = None
+    gpu_layers: int | None = None
+    threads: int | None = None
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class Loaded:
+    engine: Any  # engine.Engine
+    plan: Plan
+    notes: tuple[str, ...]
+    quant: str | None
+    max_ctx: int
+
+
+def plan_load(path: Path, request: LoadRequest, hw: Hardware, budget: Budget) -> \
+        tuple[Plan, int, tuple[str, ...], str | None]:
+    """The memory plan `qwen fit` would make for this file, at the requested or default
+    context; a default context that does not fit shrinks to the largest that does."""
+    from qwencli.fit import Options, plan
+    from qwencli.gguf_info import read_model
+    from qwencli.shapes import shape_from_gguf
+    from qwencli.units import format_bytes
+
+    model = read_model(path)  # GgufError for a missing, truncated or non-GGUF file
+    shape = shape_from_gguf(model)
+    ctx_train = max(CTX_STEP, shape.ctx_train)
+    notes: list[str] = []
+    ctx = request.ctx if request.ctx is not None else min(DEFAULT_CHAT_CTX, ctx_train)
+    if request.ctx is not None and request.ctx > ctx_train:
+        notes.append(f"--ctx {request.ctx} is beyond the {ctx_train:,} tokens the model was "
+                     "trained on; answers may degrade")
+    gpu_layers = request.gpu_layers
+    if gpu_layers is not None and gpu_layers < 0:
+        gpu_layers = shape.n_layers + 1  # -1: all of them (the output layer counts as one)
+    options = Options(ctx=ctx, n_gpu_layers=gpu_layers)
+    the_plan = plan(shape, hw, budget, options)
+    max_ctx = the_plan.usable_ctx
+    if not the_plan.fits and request.ctx is None and max_ctx >= MIN_AUTO_CTX:
+        notes.append(f"the default {ctx:,}-token context does not fit; using {max_ctx:,}")
+        the_plan = plan(shape, hw, budget, replace(options, ctx=max_ctx))
+    if not the_plan.fits:
+        need = the_plan.host.bytes + sum(d.bytes for d in the_plan.devices)
+        have = budget.host_bytes + sum(g.bytes for g in budget.gpus if g.usable)
+        fits = (f"; the largest context that fits is {max_ctx:,}" if max_ctx >= CTX_STEP
+                else "")
+        from qwencli.engine import OutOfMemoryError
+
+        raise OutOfMemoryError(
+            f"{path.name} needs {format_bytes(need)} at a {the_plan.ctx:,}-token context, "
+            f"more than the {format_bytes(have)} this machine has free{fits}",
+            hint="try a smaller quant (`qwen recommend` lists what fits) or a shorter --ctx")
+    return the_plan, max_ctx, tuple(notes), model.quant_label
+
+
+def open_model(choice: ModelChoice, request: LoadRequest, hw: Hardware,
+               budget: Budget) -> Loaded:
+    from qwencli.engine import Engine, default_threads
+
+    the_plan, max_ctx, notes, quant = plan_load(choice.path, request, hw, budget)
+    threads = request.threads or default_threads(hw.cpu.physical_cores)
+    engine = Engine.load(choice.path, the_plan, n_threads=threads, verbose=request.verbose)
+    return Loaded(engine, the_plan, notes, choice.quant or quant, max_ctx)
+
+
+# ------------------------------------------------------------------------------------------
+# The terminal (all of the chat's terminal I/O is below)
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """Everything `qwen chat` was asked for on the command line."""
+
+    model: str | None = None
+    prompt_words: tuple[str, ...] = ()
+    system: str | None = None
+    think: bool | None = None
+    hide_thinking: bool = False
+    show_thinking: bool = False
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    ctx: int | None = None
+    gpu_layers: int | None = None
+    threads: int | None = None
+    json: bool = False
+    stream: bool = True
+    verbose: bool = False
+    assume_yes: bool = False
+
+
+_DIM, _RESET = "\x1b[2m", "\x1b[0m"
+
+
+class ChatConsole:
+    """Where every chat line goes: the answer on stdout, everything else on stderr."""
+
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        from qwencli.output import wants_rich
+
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.colour = wants_rich(self.err)
+
+    def dim(self, text: str) -> str:
+        return f"{_DIM}{text}{_RESET}" if self.colour and text else text
+
+    def note(self, message: str) -> None:
+        self.err.write(self.dim(message) + "\n")
+        self.err.flush()
+
+    def warn(self, message: str) -> None:
+        from qwencli import output
+
+        output.warn(message)
+
+    def error(self, message: str, hint: str | None = None) -> None:
+        from qwencli import output
+
+        output.error(message, hint)
+
+    def ask(self, question: str) -> bool:
+        """A yes/no question on the terminal (stderr), default yes."""
+        self.err.write(f"{question} [Y/n] ")
+        self.err.flush()
+        answer = sys.stdin.readline()
+        if not answer:
+            self.err.write("\n")
+            return False
+        return answer.strip().lower() in ("", "y", "yes")
+
+
+class ReplyPrinter:
+    """Streams one reply: the answer to stdout (leading and trailing whitespace dropped, one
+    final newline), the thinking to stderr (dimmed on a colour terminal), or to stdout inside
+    <think> tags with --show-thinking, or nowhere with --hide-thinking."""
+
+    def __init__(self, console: ChatConsole, *, thinking_to: str, stream: bool = True) -> None:
+        self.console = console
+        self.thinking_to = thinking_to  # "stderr" | "stdout" | "hide"
+        self.stream = stream
+        self._answer_started = False
+        self._pending_ws = ""
+        self._thinking_open = False
+        self._buffered: list[tuple[str, str]] = []
+
+    def __call__(self, kind: str, text: str) -> None:
+        if not self.stream:
+            self._buffered.append((kind, text))
+            return
+        self._write(kind, text)
+
+    def _write(self, kind: str, text: str) -> None:
+        out, err = self.console.out, self.console.err
+        if kind == "thinking":
+            if self.thinking_to == "hide" or self._answer_started:
+                return
+            if not self._thinking_open:
+                self._thinking_open = True
+                if self.thinking_to == "stdout":
+                    out.write("<think>\n")
+                elif not self.console.colour:
+                    err.write("Thinking...\n")
+            if self.thinking_to == "stdout":
+                out.write(text)
+                out.flush()
+            else:
+                err.write(self.console.dim(text))
+                err.flush()
+            return
+        self._close_thinking()
+        if not self._answer_started:
+            text = text.lstrip()
+            if not text:
+                return
+            self._answer_started = True
+        body = text.rstrip()
+        if not body:
+            self._pending_ws += text
+            return
+        out.write(self._pending_ws + text[:len(body)])
+        self._pending_ws = text[len(body):]
+        out.flush()
+
+    def _close_thinking(self, final: bool = False) -> None:
+        if not self._thinking_open:
+            return
+        self._thinking_open = False
+        if self.thinking_to == "stdout":
+            # the block, a blank line, the answer's line (empty when no answer came)
+            self.console.out.write("\n</think>\n" if final else "\n</think>\n\n")
+        else:
+            self.console.err.write("\n" if self.console.colour else "\n...done thinking.\n")
+            self.console.err.write("\n")
+            self.console.err.flush()
+
+    def finish(self) -> None:
+        """End the reply: buffered output (--no-stream), then the answer's newline."""
+        for kind, text in self._buffered:
+            self._write(kind, text)
+        self._buffered.clear()
+        self._close_thinking(final=True)
+        self.console.out.write("\n")
+        self.console.out.flush()
+
+
+class InterruptFlag:
+    """Ctrl-C during an answer sets a flag that the generation loop polls, so the answer stops
+    between tokens; a second Ctrl-C raises KeyboardInterrupt as usual."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __call__(self) -> bool:
+        return self.hit
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __enter__(self) -> InterruptFlag:
+        self.hit = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+
+def read_piped_stdin() -> str | None:
+    """All of stdin when it is a pipe or a file; None for a terminal or a closed stdin."""
+    stream = sys.stdin
+    if stream is None:
+        return None
+    try:
+        if stream.isatty():
+            return None
+        data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, bytes):
+        return data.decode("utf-8", errors="replace")
+    return data
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (OSError, ValueError):
+        return False
+
+
+def _thinking_target(opts: ChatOptions, one_shot: bool) -> str:
+    if opts.hide_thinking:
+        return "hide"
+    if opts.show_thinking and one_shot:
+        return "stdout"
+    return "stderr"
+
+
+def stats_line(stats: Stats) -> str:
+    return (f"prompt {stats.prompt_tokens:,} tokens ({stats.prompt_eval_tokens:,} evaluated, "
+            f"{stats.prompt_tok_s:.1f} tok/s) · answer {stats.completion_tokens:,} tokens, "
+            f"{stats.decode_tok_s:.1f} tok/s · first token after {stats.ttft_s:.2f} s")
+
+
+def run_chat(opts: ChatOptions) -> int:
+    """`qwen chat`: choose the mode, the model, load it, answer. Returns the exit code."""
+    if opts.hide_thinking and opts.show_thinking:
+        raise UsageError("--hide-thinking and --show-thinking contradict each other")
+    console = ChatConsole()
+    terminal = _stdin_is_terminal()
+    piped = None if terminal else read_piped_stdin()
+    text = compose_prompt(opts.prompt_words, piped)
+    if text is None and not terminal:
+        raise UsageError("nothing to answer: give a prompt, pipe one on stdin, or run "
+                         "`qwen chat` in a terminal for a session")
+    one_shot = text is not None
+    if opts.json and not one_shot:
+        raise UsageError("--json needs a prompt (one-shot mode): qwen chat --json \"...\"")
+
+    probed: list[tuple[Hardware, Budget]] = []
+
+    def hardware() -> tuple[Hardware, Budget]:
+        if not probed:
+            from qwencli.hardware.budget import plan_budget
+            from qwencli.hardware.probe import probe
+
+            hw = probe()
+            probed.append((hw, plan_budget(hw)))
+        return probed[0]
+
+    asker = console.ask if terminal and console.err.isatty() else None
+    choice = resolve_model(opts.model, assume_yes=opts.assume_yes, ask=asker,
+                           hardware=hardware)
+    hw, budget = hardware()
+    if not one_shot:
+        console.note(f"loading {choice.label} ...")
+    loaded = open_model(choice, LoadRequest(opts.ctx, opts.gpu_layers, opts.threads,
+                                            opts.verbose), hw, budget)
+    for note in loaded.notes:
+        console.warn(note)
+    engine = loaded.engine
+    session = Session(engine=engine, support=thinking_support(choice.spec, engine.template),
+                      spec=choice.spec, conversation=Conversation(system=opts.system),
+                      think=opts.think, overrides=dict(opts.overrides),
+                      max_ctx=max(loaded.max_ctx, engine.n_ctx))
+    warning = session.thinking().warning
+    if warning:
+        console.warn(warning)
+    if session.thinking().on and session.sampling().temperature == 0:
+        console.warn("Qwen advises against greedy decoding (temperature 0) while thinking: "
+                     "it can repeat itself endlessly")
+    try:
+        if one_shot:
+            assert text is not None
+            return run_once(session, text, opts, console, choice, loaded)
+        return run_repl(session, opts, console, choice, loaded)
+    finally:
+        engine.close()
+
+
+def run_once(session: Session, text: str, opts: ChatOptions, console: ChatConsole,
+             choice: ModelChoice, loaded: Loaded) -> int:
+    """One prompt, one answer, then exit (0, or 130 when Ctrl-C stopped the answer)."""
+    from qwencli import output
+
+    printer = ReplyPrinter(console, thinking_to=_thinking_target(opts, True),
+                           stream=opts.stream)
+    with InterruptFlag() as flag:
+        reply = session.reply(text, trim=False, on_piece=None if opts.json else printer,
+                              should_stop=flag)
+    sampling = session.sampling()
+    if opts.json:
+        output.print_json(reply_document(reply, choice.label, quant=loaded.quant,
+                                         path=choice.path, sampling=sampling,
+                                         thinking_on=session.thinking().on,
+                                         n_ctx=session.engine.n_ctx))
+    else:
+        printer.finish()
+    _after_reply(reply, session, console, opts.verbose)
+    if reply.stats.finish_reason == "interrupted":
+        console.err.write("interrupted\n")
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _after_reply(reply: Reply, session: Session, console: ChatConsole, verbose: bool) -> None:
+    s = reply.stats
+    if reply.dropped:
+        console.note(f"note: dropped the {reply.dropped} oldest messages to fit the "
+                     f"{session.engine.n_ctx:,}-token context")
+    if s.context_full:
+        console.warn(f"the answer reached the end of the {session.engine.n_ctx:,}-token "
+                     "context; a larger --ctx allows longer answers")
+    elif reply.thinking_unfinished and s.finish_reason == "length":
+        console.warn("the answer ended while the model was still thinking; raise "
+                     "--max-tokens or use --no-think")
+    if verbose:
+        console.note(stats_line(s))
+
+
+def _history_file() -> Path | None:
+    if os.environ.get("QWEN_NOHISTORY", "").strip() not in ("", "0"):
+        return None
+    from qwencli.paths import config_dir
+
+    return config_dir() / "history"
+
+
+class _History:
+    """Line editing and persistent history through the stdlib readline, where it exists."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        try:
+            import readline
+        except ImportError:  # Windows without pyreadline: plain input()
+            self.readline: Any = None
+            return
+        self.readline = readline
+        readline.set_history_length(1000)
+        if path is not None and path.exists():
+            with contextlib.suppress(OSError):
+                readline.read_history_file(str(path))
+
+    def save(self) -> None:
+        if self.readline is None or self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.readline.write_history_file(str(self.path))
+        except OSError:
+            pass
+
+
+HELP_TEXT = "\n".join([*COMMANDS.values(),
+                       '"""                   begin and end a multi-line message',
+                       "Ctrl-C                stop the answer; Ctrl-D or /bye leaves"])
+
+
+def run_repl(session: Session, opts: ChatOptions, console: ChatConsole, choice: ModelChoice,
+             loaded: Loaded) -> int:
+    """The interactive session. Returns 0 when the person leaves (/bye or Ctrl-D)."""
+    history = _History(_history_file())
+    collector = LineCollector()
+    engine = session.engine
+    info: ModelInfo = engine.info
+    label = _model_label(choice, loaded)
+    where = (f"{loaded.plan.n_gpu_layers}/{loaded.plan.n_layers + 1} layers on the GPU"
+             if loaded.plan.n_gpu_layers else "CPU")
+    threads = f"{info.n_threads} thread{'s' if info.n_threads != 1 else ''}"
+    console.note(f"{label} · context {engine.n_ctx:,} tokens · {where}, {threads} · "
+                 f"thinking {_on_off(session.thinking().on)}")
+    console.note("type a message; /help for commands, /bye or Ctrl-D to leave")
+    try:
+        while True:
+            try:
+                line = input("... " if collector.in_block else ">>> ")
+            except EOFError:
+                console.err.write("\n")
+                break
+            except KeyboardInterrupt:
+                collector.reset()
+                console.err.write("\n")
+                console.note("(Ctrl-D or /bye leaves)")
+                continue
+            text = collector.feed(line)
+            if text is None:
+                continue
+            if collector.last_was_block:
+                message = text.strip("\n")
+            else:
+                try:
+                    command = parse_command(text)
+                except UsageError as exc:
+                    console.error(exc.message)
+                    continue
+                if command is not None:
+                    if _run_command(command, session, console, choice, label) == "bye":
+                        break
+                    continue
+                message = message_text(text)
+            if not message.strip():
+                continue
+            _answer(session, message, opts, console, label)
+    finally:
+        history.save()
+    return EXIT_OK
+
+
+def _answer(session: Session, message: str, opts: ChatOptions, console: ChatConsole,
+            label: str) -> None:
+    printer = ReplyPrinter(console, thinking_to=_thinking_target(opts, False),
+                           stream=opts.stream)
+    try:
+        with InterruptFlag() as flag:
+            reply = session.reply(message, on_piece=printer, should_stop=flag)
+    except QwenError as exc:
+        console.error(exc.message, exc.hint)
+        return
+    printer.finish()
+    if reply.stats.finish_reason == "interrupted":
+        console.note("(interrupted)")
+    _after_reply(reply, session, console, opts.verbose)
+    console.note(_status_line(session, label))
+
+
+def _status_line(session: Session, label: str) -> str:
+    reply = session.last
+    used = reply.stats.prompt_tokens + reply.stats.completion_tokens if reply else 0
+    speed = f" · {reply.stats.decode_tok_s:.1f} tok/s" if reply and reply.stats.decode_tok_s \
+        else ""
+    return f"[{label} · context {used:,}/{session.engine.n_ctx:,}{speed}]"
+
+
+def _model_label(choice: ModelChoice, loaded: Loaded) -> str:
+    quant = loaded.quant
+    if quant and quant.lower() not in choice.label.lower():
+        return f"{choice.label} ({quant})"
+    return choice.label
+
+
+def _on_off(value: bool) -> str:
+    return "on" if value else "off"
+
+
+def _run_command(command: Command, session: Session, console: ChatConsole,
+                 choice: ModelChoice, label: str) -> str | None:
+    """Carry out one slash command; "bye" ends the session."""
+    name, arg = command.name, command.arg
+    try:
+        if name == "bye":
+            return "bye"
+        if name == "help":
+            console.note(HELP_TEXT)
+        elif name == "clear":
+            session.conversation.clear()
+            console.note("conversation cleared")
+        elif name == "system":
+            if arg:
+                session.conversation.system = arg
+                console.note("system prompt set")
+            else:
+                console.note(f"system prompt: {session.conversation.system or '(none)'}")
+        elif name == "set":
+            _set(arg, session, console)
+        elif name in ("think", "no_think"):
+            session.think = name == "think"
+            choice_now = session.thinking()
+            if choice_now.warning:
+                console.warn(choice_now.warning.replace("--think", "/think"))
+            console.note(f"thinking {_on_off(choice_now.on)}")
+        elif name == "stats":
+            console.note(_stats_text(session, label))
+        elif name == "save":
+            if not arg:
+                raise UsageError("/save needs a file name")
+            path = Path(arg).expanduser()
+            save_conversation(path, session.conversation.to_document(
+                choice.label, session.thinking().on))
+            console.note(f"saved {len(session.conversation.messages)} messages to {path}")
+        elif name == "load":
+            if not arg:
+                raise UsageError("/load needs a file name")
+            loaded = load_conversation(Path(arg))
+            session.conversation = loaded
+            console.note(f"loaded {len(loaded.messages)} messages from {arg}")
+    except QwenError as exc:
+        console.error(exc.message, exc.hint)
+    return None
+
+
+def _set(arg: str, session: Session, console: ChatConsole) -> None:
+    parts = arg.split()
+    if not parts:
+        for key, value in session.settings().items():
+            mark = " (set)" if key in session.overrides else ""
+            console.note(f"{key} = {'default' if value is None else value}{mark}")
+        return
+    if parts[0].lower() == "parameter":  # Ollama's `/set parameter NAME VALUE`
+        parts = parts[1:]
+    if len(parts) != 2:
+        raise UsageError("usage: /set NAME VALUE, e.g. /set temperature 0.3")
+    key, value = parse_set(parts[0], parts[1])
+    if value is None:
+        session.overrides.pop(key, None)
+    else:
+        session.overrides[key] = value
+    current = session.settings()[key]
+    console.note(f"{key} = {'default' if current is None else current}"
+                 + ("" if value is not None else " (default)"))
+
+
+def _stats_text(session: Session, label: str) -> str:
+    lines = [_status_line(session, label)]
+    if session.last is not None:
+        s = session.last.stats
+        lines.append(stats_line(s))
+        lines.append(f"finish: {s.finish_reason}")
+    else:
+        lines.append("no answer yet")
+    lines.append(f"thinking {_on_off(session.thinking().on)}; "
+                 + ", ".join(f"{k}={v}" for k, v in session.settings().items()))
+    return "\n".join(lines)
+
+
+__all__ = [
+    "COMMANDS",
+    "ChatConsole",
+    "ChatOptions",
+    "Command",
+    "ContextOverflowError",
+    "Conversation",
+    "InterruptFlag",
+    "LineCollector",
+    "LoadRequest",
+    "Loaded",
+    "ModelChoice",
+    "Reply",
+    "ReplyPrinter",
+    "Session",
+    "ThinkSplitter",
+    "ThinkingChoice",
+    "ThinkingSupport",
+    "apply_overrides",
+    "choose_thinking",
+    "compose_prompt",
+    "configured_reference",
+    "load_conversation",
+    "message_text",
+    "open_model",
+    "overflow_error",
+    "parse_command",
+    "parse_set",
+    "plan_load",
+    "preset_sampling",
+    "read_piped_stdin",
+    "reply_document",
+    "resolve_model",
+    "run_chat",
+    "run_once",
+    "run_repl",
+    "save_conversation",
+    "spec_for_file",
+    "strip_thinking",
+    "thinking_support",
+]
+

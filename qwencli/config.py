@@ -1,0 +1,150 @@
+"""The user's settings file, `<config dir>/config.toml`: a few keys that change defaults.
+
+Keys (`KEYS`):
+- `default-model`: the model `qwen chat` uses when neither -m nor QWEN_MODEL names one
+  (set with `qwen config set default-model MODEL`, or by `qwen pull MODEL --default`).
+
+The file is TOML with one `key = "value"` per line, so it can be edited by hand; a malformed
+file is a one-line ConfigError naming it. Writes are atomic (a temporary file, then a rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from qwencli.errors import ConfigError, UsageError
+from qwencli.paths import config_dir
+
+CONFIG_NAME = "config.toml"
+DEFAULT_MODEL = "default-model"
+
+
+def _check_model(value: str) -> str:
+    """A MODEL reference as `qwen chat -m` takes it; local paths are stored absolute."""
+    from qwencli.catalog import CatalogRef, LocalRef, load_catalog, parse_ref, resolve_catalog_ref
+
+    ref = parse_ref(value)  # UsageError for a malformed reference
+    if isinstance(ref, LocalRef):
+        return str(ref.path.expanduser().resolve())
+    if isinstance(ref, CatalogRef):
+        resolve_catalog_ref(load_catalog(), ref)  # UsageError naming the nearest models
+    return value.strip()
+
+
+KEYS: Mapping[str, tuple[str, Callable[[str], str]]] = {
+    DEFAULT_MODEL: ("the model `qwen chat` uses when -m and QWEN_MODEL are not given "
+                    "(a catalog name, a Hub reference or a .gguf path)", _check_model),
+}
+
+
+def config_path() -> Path:
+    return config_dir() / CONFIG_NAME
+
+
+def load_config(path: Path | None = None) -> dict[str, Any]:
+    """The settings as a dict ({} when the file does not exist)."""
+    path = path or config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}",
+                          hint=f"fix or delete the file; `qwen config set {DEFAULT_MODEL} "
+                               "MODEL` rewrites it") from None
+    for key, value in data.items():
+        if key in KEYS and not isinstance(value, str):
+            raise ConfigError(f"{path}: {key} must be a string, not {type(value).__name__}")
+    return data
+
+
+def _check_key(key: str) -> str:
+    if key not in KEYS:
+        raise UsageError(f"unknown setting {key!r}; known: {', '.join(KEYS)}")
+    return key
+
+
+def get_value(key: str) -> str | None:
+    value = load_config().get(_check_key(key))
+    return value if isinstance(value, str) and value else None
+
+
+def set_value(key: str, value: str) -> str:
+    """Store a setting (validated and normalised); returns what was stored."""
+    _describe, check = KEYS[_check_key(key)]
+    stored = check(value)
+    data = load_config()
+    data[key] = stored
+    _write(data)
+    return stored
+
+
+def unset_value(key: str) -> bool:
+    """Remove a setting; False when it was not set."""
+    data = load_config()
+    if _check_key(key) not in data:
+        return False
+    del data[key]
+    _write(data)
+    return True
+
+
+def default_model() -> str | None:
+    """The saved default model, or None."""
+    return get_value(DEFAULT_MODEL)
+
+
+def save_default_model(ref: str) -> str:
+    """Make `ref` the default model (for `qwen pull --default` and `qwen config`)."""
+    return set_value(DEFAULT_MODEL, ref)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a valid TOML basic string
+    raise ConfigError(f"cannot store a {type(value).__name__} in {CONFIG_NAME}")
+
+
+def render(data: Mapping[str, Any]) -> str:
+    lines = ["# qwen settings; `qwen config set KEY VALUE` edits this file"]
+    for key, value in data.items():
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{config_path()}: {key} is a table or array, which qwen does "
+                              "not write; edit the file by hand")
+        bare = key.replace("-", "").replace("_", "").isalnum()
+        lines.append(f"{key if bare else json.dumps(key)} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _write(data: Mapping[str, Any]) -> None:
+    path = config_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".toml", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(render(data))
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+__all__ = ["CONFIG_NAME", "DEFAULT_MODEL", "KEYS", "config_path", "default_model",
+           "get_value", "load_config", "render", "save_default_model", "set_value",
+           "unset_value"]

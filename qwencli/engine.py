@@ -1,0 +1,539 @@
+"""llama-cpp-python behind one small interface: load with a memory plan, render the model's own
+chat template, stream tokens, report timings.
+
+Why each choice:
+- The `fit.Plan` decides n_gpu_layers, tensor_split, n_ctx, flash attention and the KV cache
+  type, so what `qwen recommend` / `qwen fit` promised is what is loaded.
+- llama.cpp logs go through our own callback: silent unless verbose, but kept in a short buffer
+  so that a failed load can say why in one line (not enough memory, a missing tensor, ...).
+- The prompt is rendered with llama-cpp-python's Jinja formatter from the GGUF's own
+  `tokenizer.chat_template`, with template arguments (Qwen's `enable_thinking`) that the
+  high-level `create_chat_completion` cannot pass. A file without a template gets ChatML, as
+  llama.cpp does.
+- Tokens are sampled by llama.cpp's sampler chain (llama-cpp-python's `generate`, which also
+  reuses the KV cache of a common prefix, so a chat session does not re-read its history);
+  the penalty window covers the whole context instead of llama-cpp-python's 64 tokens, so
+  Qwen's presence_penalty works as in transformers/vLLM.
+- Threads: physical cores, capped by the process's CPU affinity and cgroup quota. llama.cpp's
+  threads spin while waiting, so more threads than cores that are really ours is much slower.
+
+Nothing here prints: text pieces and statistics are returned to the caller.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import contextlib
+import ctypes
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qwencli.errors import QwenError
+
+if TYPE_CHECKING:
+    from qwencli.fit import Plan
+
+# ggml type ids (ggml.h) for the KV cache types the planner knows.
+KV_GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
+                 "iq4_nl": 20, "bf16": 30}
+DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp: pick a random seed
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+CHATML_STOPS = ("<|im_end|>", "<|im_start|>")
+
+_MEMORY_WORDS = re.compile(r"failed to allocate|out of memory|cannot allocate|unable to allocate|"
+                           r"not enough memory|mmap failed|ErrorOutOfDeviceMemory",
+                           re.IGNORECASE)
+
+
+class EngineError(QwenError):
+    """llama.cpp could not load or run the model."""
+
+
+class OutOfMemoryError(EngineError):
+    """A buffer could not be allocated while loading."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings for one answer (the chat layer fills them from Qwen's presets)."""
+
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    repeat_penalty: float = 1.0
+    seed: int | None = None  # None: a random seed
+    max_tokens: int | None = None  # None: until the end of the context
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Timings of one answer. decode_tok_s counts every token after the first (wall clock,
+    sampling included); prompt_tok_s the prompt tokens evaluated (not reused from the cache)."""
+
+    prompt_tokens: int
+    prompt_eval_tokens: int
+    completion_tokens: int
+    ttft_s: float
+    prompt_tok_s: float
+    decode_tok_s: float
+    total_s: float
+    finish_reason: str  # "stop" | "length" | "interrupted"
+    context_full: bool
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A rendered conversation ready to generate from."""
+
+    text: str
+    tokens: tuple[int, ...]
+    opens_thinking: bool  # the template ends the prompt inside <think>: output holds only </think>
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: Path
+    n_ctx: int
+    n_ctx_train: int
+    n_threads: int
+    n_gpu_layers: int
+    flash_attn: bool
+    kv_type: str
+    template_source: str  # "gguf" or "chatml (the file has no chat template)"
+
+
+# ------------------------------------------------------------------------------------------
+# Threads
+
+
+def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by a cgroup quota (v2 cpu.max, v1 cfs_quota/period), None when unlimited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        if quota_us > 0 and period_us > 0:
+            return quota_us / period_us
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def default_threads(physical_cores: int | None, *, cgroup_root: Path | None = None) -> int:
+    """Physical cores, capped by the CPUs this process may use (affinity, cgroup quota).
+
+    Logical (SMT) siblings add nothing to a memory-bound decode, and llama.cpp's spinning
+    threads on CPUs we do not really have make everything slower.
+    """
+    count = physical_cores or max(1, (os.cpu_count() or 2) // 2)
+    if hasattr(os, "sched_getaffinity"):
+        with contextlib.suppress(OSError):
+            count = min(count, len(os.sched_getaffinity(0)))
+    limit = _cgroup_cpu_limit(cgroup_root or Path("/sys/fs/cgroup"))
+    if limit is not None:
+        count = min(count, max(1, math.floor(limit)))
+    return max(1, count)
+
+
+# ------------------------------------------------------------------------------------------
+# llama.cpp logging
+
+
+class _LogSink:
+    """Receives llama.cpp's log lines: always kept (the last ones) so that a failure can be
+    explained; with verbose, INFO and above are also echoed to the real stderr (a duplicate of
+    fd 2 taken at install, because llama-cpp-python points fd 2 at /dev/null while loading)."""
+
+    ECHO_LEVELS = (1, 2, 3)  # ggml INFO, WARN, ERROR; DEBUG (4) is a firehose
+
+    def __init__(self) -> None:
+        self.verbose = False
+        self.lines: collections.deque[str] = collections.deque(maxlen=200)
+        self._partial = ""
+        self._callback: Any = None
+        self._echo_fd: int | None = None
+        self._last_level = 0
+
+    def install(self) -> None:
+        import llama_cpp
+
+        if self._callback is None:
+            @llama_cpp.llama_log_callback
+            def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+                self.write(level, text.decode("utf-8", errors="replace"))
+
+            self._callback = callback  # keep a reference: llama.cpp holds only the pointer
+            with contextlib.suppress(OSError):
+                self._echo_fd = os.dup(2)
+        llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+
+    def write(self, level: int, text: str) -> None:
+        if level != 5:  # 5 continues the previous line at its level
+            self._last_level = level
+        if self.verbose and self._echo_fd is not None and self._last_level in self.ECHO_LEVELS:
+            with contextlib.suppress(OSError):
+                os.write(self._echo_fd, text.encode("utf-8", errors="replace"))
+        self._partial += text
+        *complete, self._partial = self._partial.split("\n")
+        self.lines.extend(line for line in complete if line.strip())
+
+    def reset(self) -> None:
+        self.lines.clear()
+        self._partial = ""
+
+    def recent(self) -> list[str]:
+        return [*self.lines, self._partial] if self._partial.strip() else list(self.lines)
+
+
+_LOG = _LogSink()
+
+
+def explain_load_failure(log_lines: Sequence[str], path: Path, ctx: int,
+                         error: str) -> EngineError:
+    """Turn llama.cpp's log of a failed load into one line with the cause and a next step."""
+    memory = [line for line in log_lines if _MEMORY_WORDS.search(line)]
+    if memory:
+        detail = _clean_log_line(memory[-1])
+        return OutOfMemoryError(
+            f"not enough memory to load {path.name} with a {ctx}-token context ({detail})",
+            hint="try a smaller quant (`qwen recommend` lists what fits) or a shorter --ctx")
+    # The specific line ("error loading model: ...") beats the generic "failed to load model".
+    errors = ([line for line in log_lines if re.search(r"\berror\b", line, re.IGNORECASE)]
+              or [line for line in log_lines if re.search(r"failed|invalid|missing", line,
+                                                          re.IGNORECASE)])
+    reason = _clean_log_line(errors[-1]) if errors else error
+    return EngineError(f"llama.cpp could not load {path.name}: {reason}",
+                       hint="run again with --verbose for llama.cpp's log")
+
+
+def _clean_log_line(line: str) -> str:
+    text = line.strip()
+    # "llama_model_load: error loading model: missing tensor 'x'" -> the part after the labels
+    parts = [p.strip() for p in text.split(": ") if p.strip()]
+    while len(parts) > 1 and re.fullmatch(r"[\w.]+|error loading model|error", parts[0]):
+        parts = parts[1:]
+    return ": ".join(parts) or text
+
+
+# ------------------------------------------------------------------------------------------
+# Chat template
+
+
+class ChatTemplate:
+    """The model's chat template, rendered by llama-cpp-python's Jinja formatter."""
+
+    def __init__(self, template: str | None, *, bos_token: str, eos_token: str) -> None:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.source = "gguf" if template else "chatml (the file has no chat template)"
+        self.text = template or CHATML_TEMPLATE
+        self.stops: tuple[str, ...] = () if template else CHATML_STOPS
+        self._formatter = Jinja2ChatFormatter(self.text, eos_token=eos_token,
+                                              bos_token=bos_token)
+        self.bos_token = bos_token
+
+    @property
+    def has_enable_thinking(self) -> bool:
+        """The template reads `enable_thinking` (Qwen3 hybrid, Qwen3.5 and later)."""
+        return "enable_thinking" in self.text
+
+    @property
+    def mentions_thinking(self) -> bool:
+        return THINK_OPEN in self.text or "enable_thinking" in self.text
+
+    def render(self, messages: Sequence[Mapping[str, str]], **kwargs: Any) -> str:
+        try:
+            return self._formatter(messages=[dict(m) for m in messages], **kwargs).prompt
+        except Exception as exc:  # jinja2 raises many types; a broken template is one line
+            raise EngineError(f"the model's chat template failed: {type(exc).__name__}: {exc}",
+                              hint="run again with --verbose; report the model file") from exc
+
+
+def prompt_opens_thinking(prompt: str) -> bool:
+    """Whether the rendered prompt ends inside an open <think> (Qwen3-Thinking-2507, Qwen3.5)."""
+    return prompt.rstrip().endswith(THINK_OPEN)
+
+
+# ------------------------------------------------------------------------------------------
+# Generation
+
+
+class _StopStrings:
+    """Holds back text that could be the start of a stop string; reports a complete one."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self.pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """(text safe to emit, stopped)."""
+        if not self.stops:
+            return text, False
+        self.pending += text
+        for stop in self.stops:
+            at = self.pending.find(stop)
+            if at != -1:
+                out, self.pending = self.pending[:at], ""
+                return out, True
+        keep = 0
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(self.pending)), 0, -1):
+                if self.pending.endswith(stop[:n]):
+                    keep = max(keep, n)
+                    break
+        out = self.pending[:len(self.pending) - keep]
+        self.pending = self.pending[len(out):]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+class Generation:
+    """One answer being generated: iterate for text pieces; `stats` when done.
+
+    `should_stop` is polled after every token (the chat layer's Ctrl-C flag), so an interrupt
+    ends the answer between tokens, never inside llama.cpp.
+    """
+
+    def __init__(self, engine: Engine, prompt: Prompt, sampling: Sampling,
+                 should_stop: Callable[[], bool] | None = None) -> None:
+        self._engine = engine
+        self.prompt = prompt
+        self.sampling = sampling
+        self._should_stop = should_stop or (lambda: False)
+        self.completion_tokens = 0
+        self.finish_reason: str | None = None
+        self.context_full = False
+        self._t_start = self._t_first = self._t_last = 0.0
+        self._sampled = 0
+        self._prompt_eval = len(prompt.tokens)
+
+    def __iter__(self) -> Iterator[str]:
+        engine = self._engine
+        llm = engine.llm
+        s = self.sampling
+        tokens = list(self.prompt.tokens)
+        n_ctx = engine.n_ctx
+        limit = n_ctx - len(tokens)
+        if s.max_tokens is not None:
+            limit = min(limit, s.max_tokens)
+        self._prompt_eval = len(tokens) - engine.reused_prefix(tokens)
+        llm.set_seed(DEFAULT_SEED if s.seed is None else s.seed)
+        llm.last_n_tokens_size = n_ctx  # penalties see the whole answer, not 64 tokens
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = _StopStrings(engine.template.stops)
+        self._t_start = time.perf_counter()
+        if limit <= 0:  # the prompt fills the context (the chat layer checks this first)
+            self.finish_reason, self.context_full = "length", True
+            return
+        stream = llm.generate(tokens, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
+                              typical_p=1.0, temp=s.temperature,
+                              repeat_penalty=s.repeat_penalty,
+                              presence_penalty=s.presence_penalty, frequency_penalty=0.0)
+        try:
+            for token in stream:
+                now = time.perf_counter()
+                if not self._sampled:
+                    self._t_first = now
+                self._t_last = now
+                self._sampled += 1
+                if engine.is_eog(token):
+                    self.finish_reason = "stop"
+                    break
+                self.completion_tokens += 1
+                text, stopped = stops.feed(decoder.decode(engine.piece(token)))
+                if text:
+                    yield text
+                if stopped:
+                    self.finish_reason = "stop"
+                    break
+                if self._should_stop():
+                    self.finish_reason = "interrupted"
+                    break
+                if self.completion_tokens >= limit:
+                    self.finish_reason = "length"
+                    self.context_full = len(tokens) + self.completion_tokens >= n_ctx
+                    break
+        except RuntimeError as exc:
+            raise EngineError(f"llama.cpp failed while generating: {exc}",
+                              hint="run again with --verbose for llama.cpp's log") from exc
+        finally:
+            stream.close()
+        tail = stops.flush() + decoder.decode(b"", final=True)
+        if tail and self.finish_reason != "stop":
+            yield tail
+
+    def interrupt(self) -> None:
+        """Mark an answer abandoned by a KeyboardInterrupt the caller caught."""
+        if self.finish_reason is None:
+            self.finish_reason = "interrupted"
+
+    @property
+    def stats(self) -> Stats:
+        ttft = max(0.0, self._t_first - self._t_start) if self._sampled else 0.0
+        decode_s = self._t_last - self._t_first
+        steps = self._sampled - 1
+        end = self._t_last if self._sampled else self._t_start
+        return Stats(
+            prompt_tokens=len(self.prompt.tokens),
+            prompt_eval_tokens=self._prompt_eval,
+            completion_tokens=self.completion_tokens,
+            ttft_s=ttft,
+            prompt_tok_s=self._prompt_eval / ttft if ttft > 0 else 0.0,
+            decode_tok_s=steps / decode_s if steps > 0 and decode_s > 0 else 0.0,
+            total_s=max(0.0, end - self._t_start),
+            finish_reason=self.finish_reason or "stop",
+            context_full=self.context_full,
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# The engine
+
+
+class Engine:
+    """A loaded model: template, tokenizer, generation."""
+
+    def __init__(self, llm: Any, info: ModelInfo, template: ChatTemplate) -> None:
+        import llama_cpp
+
+        self.llm = llm
+        self.info = info
+        self.template = template
+        self._lib = llama_cpp
+        self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self._pieces: dict[int, bytes] = {}
+        self._buffer = ctypes.create_string_buffer(256)
+
+    @classmethod
+    def load(cls, path: Path, plan: Plan, *, n_threads: int | None = None,
+             verbose: bool = False) -> Engine:
+        """Load `path` exactly as `plan` says. Raises EngineError (OutOfMemoryError) with the
+        reason llama.cpp gave."""
+        try:
+            import llama_cpp
+        except ImportError as exc:
+            import sys
+
+            raise EngineError(f"llama-cpp-python cannot be imported: {exc}",
+                              hint=f"install it: {sys.executable} -m pip install "
+                                   "llama-cpp-python") from None
+
+        _LOG.verbose = verbose
+        _LOG.install()
+        _LOG.reset()
+        threads = n_threads or default_threads(None)
+        kv_type = KV_GGML_TYPES.get(plan.kv_type, 1)
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_gpu_layers=plan.n_gpu_layers,
+                tensor_split=list(plan.tensor_split) or None,
+                n_ctx=plan.ctx,
+                n_batch=512,
+                n_ubatch=512,
+                n_threads=threads,
+                n_threads_batch=threads,
+                flash_attn=plan.flash_attn,
+                type_k=kv_type,
+                type_v=kv_type,
+                verbose=False,  # its own prints are noise; llama.cpp's log comes through _LOG
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise explain_load_failure(_LOG.recent(), path, plan.ctx, str(exc)) from None
+        metadata = getattr(llm, "metadata", {}) or {}
+        eos = llm.token_eos()
+        bos = llm.token_bos()
+        template = ChatTemplate(
+            metadata.get("tokenizer.chat_template") or None,
+            eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=llm._model.token_get_text(bos) if bos != -1 else "")
+        info = ModelInfo(path=path, n_ctx=llm.n_ctx(), n_ctx_train=llm._model.n_ctx_train(),
+                         n_threads=threads, n_gpu_layers=plan.n_gpu_layers,
+                         flash_attn=plan.flash_attn, kv_type=plan.kv_type,
+                         template_source=template.source)
+        return cls(llm, info, template)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.info.n_ctx
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens of a rendered prompt (special tokens parsed; BOS added when the vocabulary
+        wants one and the template did not write it)."""
+        add_bos = self._add_bos and not (self.template.bos_token
+                                         and text.startswith(self.template.bos_token))
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def prompt(self, messages: Sequence[Mapping[str, str]],
+               template_kwargs: Mapping[str, Any] | None = None) -> Prompt:
+        text = self.template.render(messages, **(template_kwargs or {}))
+        return Prompt(text=text, tokens=tuple(self.tokenize(text)),
+                      opens_thinking=prompt_opens_thinking(text))
+
+    def generate(self, prompt: Prompt, sampling: Sampling,
+                 should_stop: Callable[[], bool] | None = None) -> Generation:
+        return Generation(self, prompt, sampling, should_stop)
+
+    def reused_prefix(self, tokens: Sequence[int]) -> int:
+        """How many leading tokens the KV cache already holds (llama-cpp-python reuses them)."""
+        cached = self.llm.input_ids[:self.llm.n_tokens].tolist()
+        n = 0
+        for a, b in zip(cached, tokens, strict=False):
+            if a != b:
+                break
+            n += 1
+        return n - 1 if n == len(tokens) and n else n
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token (control tokens render as nothing)."""
+        cached = self._pieces.get(token)
+        if cached is not None:
+            return cached
+        size = len(self._buffer)
+        n = self._lib.llama_token_to_piece(self._vocab, token, self._buffer, size, 0, False)
+        if n < 0:  # the piece is longer than the buffer
+            self._buffer = ctypes.create_string_buffer(-n)
+            n = self._lib.llama_token_to_piece(self._vocab, token, self._buffer, -n, 0, False)
+        data = self._buffer.raw[:max(0, n)]
+        self._pieces[token] = data
+        return data
+
+    def close(self) -> None:
+        close = getattr(self.llm, "close", None)
+        if close is not None:
+            close()
+
+
+__all__ = [
+    "KV_GGML_TYPES", "ChatTemplate", "Engine", "EngineError", "Generation", "ModelInfo",
+    "OutOfMemoryError", "Prompt", "Sampling", "Stats", "default_threads",
+    "explain_load_failure", "prompt_opens_thinking",
+]
