@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from qwencli import chat
+from qwencli import chat, model_select
 from qwencli.catalog import load_catalog
 from qwencli.chat import (
     ChatConsole,
@@ -42,14 +42,13 @@ from qwencli.chat import (
     parse_set,
     preset_sampling,
     reply_document,
-    resolve_model,
-    spec_for_file,
     strip_thinking,
     thinking_support,
 )
 from qwencli.engine import Prompt, Sampling, Stats
 from qwencli.errors import QwenError, UsageError
 from qwencli.gguf_info import GgufNotFoundError
+from qwencli.model_select import resolve_model, spec_for_file
 from qwencli.units import format_bytes
 from tests.gguf_fixtures import qwen3_tokenizer, write_qwen_gguf
 
@@ -444,7 +443,7 @@ def test_without_a_model_the_top_recommendation_needs_consent(monkeypatch: pytes
     hw, budget = _whatif_machine()
     top = rank(load_catalog(), hw, budget, use="chat", top=1)[0]
     ref = f"{top.spec.id}:{top.quant.quant.lower()}"
-    monkeypatch.setattr(chat, "_store_find", lambda r: None)
+    monkeypatch.setattr(model_select, "_store_find", lambda r: None)
     with pytest.raises(QwenError) as missing:
         resolve_model(None, assume_yes=False, ask=None, hardware=_whatif_machine, environ={})
     assert missing.value.message == f"{ref} is not downloaded"
@@ -456,7 +455,7 @@ def test_without_a_model_the_top_recommendation_needs_consent(monkeypatch: pytes
     size = format_bytes(top.quant.size_bytes)
     assert asked == [f"{ref} ({size}) is not downloaded. Download it now?"]
     pulled = tmp_path / "pulled.gguf"
-    monkeypatch.setattr(chat, "_hub_pull", lambda r: pulled if r == ref else None)
+    monkeypatch.setattr(model_select, "_hub_pull", lambda r: pulled if r == ref else None)
     choice = resolve_model(None, assume_yes=True, ask=None, hardware=_whatif_machine,
                            environ={})
     assert (choice.path, choice.label, choice.origin) == (pulled, ref, "recommended")
@@ -471,7 +470,7 @@ def test_a_downloaded_model_beats_the_top_recommendation(monkeypatch: pytest.Mon
     picks = rank(load_catalog(), hw, budget, use="chat", top=50)
     here = picks[2].spec.id  # the third-best model is on disk, at some quant
     path = tmp_path / "here.gguf"
-    monkeypatch.setattr(chat, "_store_find", lambda r: path if r == here else None)
+    monkeypatch.setattr(model_select, "_store_find", lambda r: path if r == here else None)
     choice = resolve_model(None, assume_yes=False, ask=None, hardware=_whatif_machine,
                            environ={})
     assert (choice.path, choice.label, choice.origin) == (path, here, "downloaded")
@@ -494,17 +493,19 @@ def test_plan_load_shrinks_a_default_context_or_explains(tmp_path: Path) -> None
     need_8k = plan(shape, hw, Budget(10**12, "", (), False), Options(ctx=8192)).host.bytes
     need_2k = plan(shape, hw, Budget(10**12, "", (), False), Options(ctx=2048)).host.bytes
     budget = Budget((need_8k + need_2k) // 2, "test", (), False)
-    the_plan, max_ctx, notes, quant = chat.plan_load(path, chat.LoadRequest(), hw, budget)
+    the_plan, max_ctx, notes, quant = model_select.plan_load(path, model_select.LoadRequest(),
+                                                             hw, budget)
     assert 2048 <= the_plan.ctx == max_ctx < 8192 and the_plan.fits
     assert notes == (f"the default 8,192-token context does not fit; using {max_ctx:,}",)
     assert quant == "F16" and the_plan.n_gpu_layers == 0
     with pytest.raises(OutOfMemoryError) as error:
-        chat.plan_load(path, chat.LoadRequest(ctx=8192), hw, budget)
+        model_select.plan_load(path, model_select.LoadRequest(ctx=8192), hw, budget)
     assert error.value.message.startswith("Qwen3-0.6B-F16.gguf needs ")
     assert f"the largest context that fits is {max_ctx:,}" in error.value.message
     assert "smaller quant" in error.value.hint and "--ctx" in error.value.hint
     with pytest.raises(OutOfMemoryError):
-        chat.plan_load(path, chat.LoadRequest(), hw, Budget(10**6, "tiny", (), False))
+        model_select.plan_load(path, model_select.LoadRequest(), hw,
+                               Budget(10**6, "tiny", (), False))
 
 
 # ------------------------------------------------------------------------------------------

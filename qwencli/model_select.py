@@ -1,0 +1,237 @@
+"""Which model `qwen chat` runs, and loading it with the plan `qwen fit` would show.
+
+Order when no model is named: -m, QWEN_MODEL, the config's default-model, the best-ranked
+downloaded model that fits, the top recommendation; a model that is not downloaded is pulled
+only with consent. The file is then planned exactly as `qwen fit` plans it (GPU layers and their
+split, context, flash attention, KV cache type), so what `recommend` promised is what runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qwencli.errors import QwenError
+from qwencli.fit import CTX_PAD
+from qwencli.recommend import DEFAULT_CTX
+
+if TYPE_CHECKING:
+    from qwencli.catalog import ModelSpec
+    from qwencli.fit import Plan
+    from qwencli.hardware.model import Budget, Hardware
+
+DEFAULT_CHAT_CTX = DEFAULT_CTX["chat"]  # what `qwen recommend` plans for chat
+MIN_AUTO_CTX = 1024  # the smallest context chosen on its own when the default does not fit
+
+
+# ------------------------------------------------------------------------------------------
+# Which model
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    path: Path
+    label: str  # how to name it: the reference given, or the file name
+    spec: ModelSpec | None
+    quant: str | None
+    origin: str  # "-m", "QWEN_MODEL", "config", "downloaded", "recommended"
+
+
+def _store_find(ref: str) -> Path | None:
+    """A complete local download of `ref`, or None (never the network)."""
+    from qwencli.store import find_model
+
+    return find_model(ref)
+
+
+def _hub_pull(ref: str) -> Path:
+    """Download `ref` (consent was given); progress bars only on a terminal."""
+    from qwencli.hub import pull_model
+
+    return Path(pull_model(ref, progress=sys.stderr.isatty(), assume_yes=True).path)
+
+
+def spec_for_file(path: Path) -> tuple[ModelSpec | None, str | None]:
+    """The catalog model a local file is (by its Hub file name, or its HF-cache repo folder)."""
+    from qwencli.catalog import load_catalog
+
+    try:
+        catalog = load_catalog()
+    except QwenError:
+        return None, None
+    name = path.name.lower()
+    for spec in catalog.all_models:
+        for source in spec.gguf:
+            for quant in source.quants.values():
+                if quant.files and quant.files[0].rsplit("/", 1)[-1].lower() == name:
+                    return spec, quant.quant
+    for part in path.parts:
+        if part.startswith("models--"):
+            repo = part[len("models--"):].replace("--", "/", 1)
+            spec = catalog.by_repo(repo)
+            if spec is not None:
+                return spec, None
+    return None, None
+
+
+def configured_reference(model: str | None, environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """The model named by -m, QWEN_MODEL or the config file, with where it came from."""
+    if model:
+        return model, "-m"
+    env = environ.get("QWEN_MODEL", "").strip()
+    if env:
+        return env, "QWEN_MODEL"
+    from qwencli.config import default_model
+
+    saved = default_model()
+    if saved:
+        return saved, "config"
+    return None
+
+
+def resolve_model(model: str | None, *, assume_yes: bool, ask: Callable[[str], bool] | None,
+                  hardware: Callable[[], tuple[Hardware, Budget]],
+                  environ: Mapping[str, str] | None = None) -> ModelChoice:
+    """Find the file to load, offering to download it when it is missing.
+
+    Order: -m, QWEN_MODEL, the config's default-model, the best-ranked downloaded model that
+    fits, the top recommendation. `ask` asks the person (None: no terminal to ask on).
+    """
+    from qwencli.catalog import (
+        CatalogRef,
+        HubRef,
+        LocalRef,
+        load_catalog,
+        parse_ref,
+        quant_file,
+        resolve_catalog_ref,
+    )
+
+    named = configured_reference(model, os.environ if environ is None else environ)
+    ref_text, origin = named if named is not None else _pick_unnamed(hardware)
+    ref = parse_ref(ref_text)
+    if isinstance(ref, LocalRef):
+        path = ref.path.expanduser()
+        if not path.exists():
+            from qwencli.gguf_info import GgufNotFoundError
+
+            where = "" if origin == "-m" else f" (from {origin})"
+            raise GgufNotFoundError(f"{path}: no such file{where}",
+                                    hint="give a .gguf path, a catalog name (see `qwen models`)"
+                                         " or owner/repo:QUANT")
+        spec, quant = spec_for_file(path)
+        return ModelChoice(path, path.name, spec, quant, origin)
+    spec = quant = None
+    size = ""
+    if isinstance(ref, CatalogRef):
+        spec, quant = resolve_catalog_ref(load_catalog(), ref)  # UsageError: nearest names
+        if quant is not None:
+            from qwencli.units import format_bytes
+
+            size = f" ({format_bytes(quant_file(spec, quant).size_bytes)})"
+    elif isinstance(ref, HubRef):
+        spec = load_catalog().by_repo(ref.repo)
+        quant = ref.quant if ref.quant_given else None
+    found = _store_find(ref_text)
+    if found is None:
+        if assume_yes or (ask is not None and ask(f"{ref_text}{size} is not downloaded. "
+                                                  "Download it now?")):
+            found = _hub_pull(ref_text)
+        else:
+            raise QwenError(f"{ref_text} is not downloaded",
+                            hint=f"run `qwen pull {ref_text}` first, or add --yes to download "
+                                 "it now")
+    return ModelChoice(Path(found), ref_text, spec, quant, origin)
+
+
+def _pick_unnamed(hardware: Callable[[], tuple[Hardware, Budget]]) -> tuple[str, str]:
+    """The best-ranked downloaded model that fits, else the top recommendation."""
+    from qwencli.catalog import load_catalog
+    from qwencli.recommend import rank
+
+    hw, budget = hardware()
+    picks = rank(load_catalog(), hw, budget, use="chat", top=50)
+    if not picks:
+        raise QwenError("no Qwen model fits this machine's memory",
+                        hint="`qwen recommend` shows why; `qwen chat -m FILE.gguf` runs a file")
+    for pick in picks:
+        for ref in (f"{pick.spec.id}:{pick.quant.quant.lower()}", pick.spec.id):
+            if _store_find(ref) is not None:
+                return ref, "downloaded"
+    top = picks[0]
+    return f"{top.spec.id}:{top.quant.quant.lower()}", "recommended"
+
+
+# ------------------------------------------------------------------------------------------
+# Loading with the plan
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    ctx: int | None = None
+    gpu_layers: int | None = None
+    threads: int | None = None
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class Loaded:
+    engine: Any  # engine.Engine
+    plan: Plan
+    notes: tuple[str, ...]
+    quant: str | None
+    max_ctx: int
+
+
+def plan_load(path: Path, request: LoadRequest, hw: Hardware, budget: Budget) -> \
+        tuple[Plan, int, tuple[str, ...], str | None]:
+    """The memory plan `qwen fit` would make for this file, at the requested or default
+    context; a default context that does not fit shrinks to the largest that does."""
+    from qwencli.fit import Options, plan
+    from qwencli.gguf_info import read_model
+    from qwencli.shapes import shape_from_gguf
+    from qwencli.units import format_bytes
+
+    model = read_model(path)  # GgufError for a missing, truncated or non-GGUF file
+    shape = shape_from_gguf(model)
+    ctx_train = max(CTX_PAD, shape.ctx_train)
+    notes: list[str] = []
+    ctx = request.ctx if request.ctx is not None else min(DEFAULT_CHAT_CTX, ctx_train)
+    if request.ctx is not None and request.ctx > ctx_train:
+        notes.append(f"--ctx {request.ctx} is beyond the {ctx_train:,} tokens the model was "
+                     "trained on; answers may degrade")
+    gpu_layers = request.gpu_layers
+    if gpu_layers is not None and gpu_layers < 0:
+        gpu_layers = shape.n_layers + 1  # -1: all of them (the output layer counts as one)
+    options = Options(ctx=ctx, n_gpu_layers=gpu_layers)
+    the_plan = plan(shape, hw, budget, options)
+    max_ctx = the_plan.usable_ctx
+    if not the_plan.fits and request.ctx is None and max_ctx >= MIN_AUTO_CTX:
+        notes.append(f"the default {ctx:,}-token context does not fit; using {max_ctx:,}")
+        the_plan = plan(shape, hw, budget, replace(options, ctx=max_ctx))
+    if not the_plan.fits:
+        need = the_plan.host.bytes + sum(d.bytes for d in the_plan.devices)
+        have = budget.host_bytes + sum(g.bytes for g in budget.gpus if g.usable)
+        fits = (f"; the largest context that fits is {max_ctx:,}" if max_ctx >= CTX_PAD
+                else "")
+        from qwencli.engine import OutOfMemoryError
+
+        raise OutOfMemoryError(
+            f"{path.name} needs {format_bytes(need)} at a {the_plan.ctx:,}-token context, "
+            f"more than the {format_bytes(have)} this machine has free{fits}",
+            hint="try a smaller quant (`qwen recommend` lists what fits) or a shorter --ctx")
+    return the_plan, max_ctx, tuple(notes), model.quant_label
+
+
+def open_model(choice: ModelChoice, request: LoadRequest, hw: Hardware,
+               budget: Budget) -> Loaded:
+    from qwencli.engine import Engine, default_threads
+
+    the_plan, max_ctx, notes, quant = plan_load(choice.path, request, hw, budget)
+    threads = request.threads or default_threads(hw.cpu.physical_cores)
+    engine = Engine.load(choice.path, the_plan, n_threads=threads, verbose=request.verbose)
+    return Loaded(engine, the_plan, notes, choice.quant or quant, max_ctx)
