@@ -191,34 +191,21 @@ def find_cgroup_limit(root: Path = Path("/")) -> ContainerLimit | None:
         return None
     v1_path, v2_path = _cgroup_paths(text)
     found: list[ContainerLimit] = []
-
+    # (mount, this process's path under it, limit file, usage file, parser) per cgroup version
+    layouts = []
     if v1_path is not None:
-        mount = root / "sys/fs/cgroup/memory"
-        for d in _walk_up(mount, v1_path):
-            raw = _read(d / "memory.limit_in_bytes")
-            if raw is None:
-                continue
-            limit = parse_cgroup_v1(
-                raw,
-                _read(d / "memory.usage_in_bytes"),
-                _read(d / "memory.stat"),
-                str(d / "memory.limit_in_bytes"),
-            )
-            if limit:
-                found.append(limit)
-
+        layouts.append((root / "sys/fs/cgroup/memory", v1_path, "memory.limit_in_bytes",
+                        "memory.usage_in_bytes", parse_cgroup_v1))
     if v2_path is not None:
-        mount = root / "sys/fs/cgroup"
-        for d in _walk_up(mount, v2_path):
-            raw = _read(d / "memory.max")
+        layouts.append((root / "sys/fs/cgroup", v2_path, "memory.max", "memory.current",
+                        parse_cgroup_v2))
+    for mount, path, limit_file, usage_file, parse in layouts:
+        for d in _walk_up(mount, path):
+            raw = _read(d / limit_file)
             if raw is None:
                 continue
-            limit = parse_cgroup_v2(
-                raw,
-                _read(d / "memory.current"),
-                _read(d / "memory.stat"),
-                str(d / "memory.max"),
-            )
+            limit = parse(raw, _read(d / usage_file), _read(d / "memory.stat"),
+                          str(d / limit_file))
             if limit:
                 found.append(limit)
 
