@@ -19,7 +19,10 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("NO_COLOR", "1")
     for var in ("QWEN_DEBUG", "QWEN_MODEL", "HF_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE",
-                "HF_HUB_CACHE", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "FORCE_COLOR"):
+                "HF_HUB_CACHE", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "FORCE_COLOR",
+                # local test servers must be reached directly, whatever the machine's proxy says
+                "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
+                "ALL_PROXY", "no_proxy", "NO_PROXY"):
         monkeypatch.delenv(var, raising=False)
     return state
 

@@ -23,10 +23,8 @@ def run(*args: str):
 
 
 @pytest.fixture(autouse=True)
-def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
-                "ALL_PROXY", "no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(var, raising=False)
+def fresh_catalog():
+    """Each test sees the catalog files as they are now (user overlays included)."""
     clear_cache()
     yield
     clear_cache()

@@ -38,14 +38,6 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 
-@pytest.fixture(autouse=True)
-def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The local test server must be reached directly, whatever the machine's proxy says."""
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
-                "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-
-
 def _reader_value(field: Any) -> Any:
     """A scalar metadata value as gguf-py's reader sees it."""
     return field.contents()
