@@ -145,7 +145,7 @@ def own_overhead(model: Path, threads: int, tokens: int) -> tuple[float, float]:
     end-to-end ratio this barely moves with background load."""
     import llama_cpp
 
-    from qwencli.engine import Engine, Sampling
+    from qwencli.chat.engine import Engine, Sampling
     from qwencli.fit import Options, plan
     from qwencli.gguf_info import read_model
     from qwencli.hardware.budget import plan_budget

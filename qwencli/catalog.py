@@ -1,4 +1,4 @@
-"""The model catalog: `profiles/models/*.toml` -> `ModelSpec`, plus MODEL reference parsing.
+"""The model catalog: `profiles/models/*.toml` -> `ModelSpec`, and catalog names -> models.
 
 The selection matrix is data, not code: one TOML file per Qwen family (bundled in
 `profiles/models/`), a shared quant table (`profiles/quants.toml`), and optional user files in
@@ -42,7 +42,6 @@ Quant names must be keys of `profiles/quants.toml`, which also holds bits per we
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from qwencli.errors import ConfigError, UsageError
 from qwencli.paths import bundled_profiles_dir, config_dir
+from qwencli.refs import ID_RE, REPO_RE, CatalogRef, normalize_quant, parse_ref
 
 SCHEMA_VERSION = 1
 
@@ -70,11 +70,6 @@ PRESET_NAMES = ("thinking", "non_thinking", "thinking_code", "non_thinking_reaso
 # general.architecture values of Qwen GGUF files (llama.cpp gguf-py constants).
 ARCHITECTURES = ("qwen2", "qwen2moe", "qwen2vl", "qwen3", "qwen3moe", "qwen3next", "qwen3vl",
                  "qwen3vlmoe", "qwen35", "qwen35moe")
-DEFAULT_HUB_QUANT = "Q4_K_M"  # llama.cpp's `-hf owner/repo` default tag
-
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _REV_RE = re.compile(r"^[0-9a-f]{7,40}$")
 
@@ -695,9 +690,9 @@ def _build_model(m: Mapping[str, Any], check: _Checker, path: str, family: str,
     def fail(key: str, message: str) -> ConfigError:
         return check.fail(_join(path, key), message)
 
-    if not _ID_RE.match(m["id"]):
+    if not ID_RE.match(m["id"]):
         raise fail("id", f"{m['id']!r}: use lower case letters, digits, '.', '-', '_'")
-    if not _REPO_RE.match(m["hf_repo"]):
+    if not REPO_RE.match(m["hf_repo"]):
         raise fail("hf_repo", f"{m['hf_repo']!r} is not owner/name")
     if not m["use"]:
         raise fail("use", "list at least one use case")
@@ -774,7 +769,7 @@ def _build_source(s: Mapping[str, Any], check: _Checker, path: str) -> GgufSourc
         return check.fail(_join(path, key), message)
 
     repo = s["repo"]
-    if not _REPO_RE.match(repo):
+    if not REPO_RE.match(repo):
         raise fail("repo", f"{repo!r} is not owner/name")
     pattern = s["file"]
     split = s.get("split_file") or _default_split(pattern)
@@ -935,117 +930,7 @@ def clear_cache() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# MODEL references
-
-
-@dataclass(frozen=True)
-class CatalogRef:
-    """`qwen3-8b` or `qwen3-8b:q5_k_m`: a model from the catalog, optionally a quant."""
-
-    id: str
-    quant: str | None = None
-
-
-@dataclass(frozen=True)
-class HubRef:
-    """`owner/repo[:QUANT]` (llama.cpp -hf style) or `owner/repo/path/file.gguf`."""
-
-    repo: str
-    quant: str | None = DEFAULT_HUB_QUANT  # None when a file is named
-    filename: str | None = None
-    revision: str | None = None
-    quant_given: bool = False
-
-
-@dataclass(frozen=True)
-class LocalRef:
-    """A GGUF file on this machine."""
-
-    path: Path
-
-
-ModelRef = CatalogRef | HubRef | LocalRef
-
-_HUB_PREFIXES = ("https://huggingface.co/", "http://huggingface.co/", "https://hf.co/",
-                 "http://hf.co/", "huggingface.co/", "hf.co/", "hf://")
-
-
-def normalize_quant(name: str) -> str:
-    """Quant names compare case-insensitively; the canonical form is upper case."""
-    return name.strip().upper()
-
-
-def parse_ref(text: str) -> ModelRef:
-    """Classify a MODEL argument: a local path, a Hub reference or a catalog reference."""
-    raw = text.strip()
-    if not raw:
-        raise UsageError("MODEL is empty; give a catalog name (qwen3-8b), a Hub reference "
-                         "(Qwen/Qwen3-8B-GGUF:Q4_K_M) or a .gguf path")
-    if _looks_local(raw):
-        return LocalRef(Path(raw).expanduser())
-    lowered = raw.lower()
-    for prefix in _HUB_PREFIXES:
-        if lowered.startswith(prefix):
-            return _parse_hub(raw[len(prefix):], raw)
-    if "/" in raw or "\\" in raw:
-        segments = raw.replace("\\", "/").split("/")
-        if lowered.endswith(".gguf") and len(segments) < 3:
-            return LocalRef(Path(raw).expanduser())  # dir/file.gguf: a (missing) local file
-        return _parse_hub(raw, raw)
-    if lowered.endswith(".gguf"):
-        return LocalRef(Path(raw))
-    return _parse_catalog(raw)
-
-
-def _looks_local(raw: str) -> bool:
-    if raw.startswith(("./", "../", "/", "~", ".\\", "..\\")) or re.match(r"^[A-Za-z]:[\\/]",
-                                                                          raw):
-        return True
-    if raw in (".", ".."):
-        return True
-    try:
-        return os.path.isfile(os.path.expanduser(raw))
-    except (OSError, ValueError):
-        return False
-
-
-def _parse_catalog(raw: str) -> CatalogRef:
-    name, sep, quant = raw.partition(":")
-    name = name.strip().lower()
-    if not _ID_RE.match(name):
-        raise UsageError(f"{raw!r} is not a model name; use e.g. qwen3-8b or qwen3-8b:q5_k_m")
-    if sep:
-        if not quant or ":" in quant or not _TAG_RE.match(quant):
-            raise UsageError(f"{raw!r}: expected NAME:QUANT, e.g. qwen3-8b:q5_k_m")
-        return CatalogRef(name, normalize_quant(quant))
-    return CatalogRef(name, None)
-
-
-def _parse_hub(rest: str, raw: str) -> HubRef:
-    body, sep, tag = rest.partition(":")
-    segments = [s for s in body.split("/") if s]
-    if len(segments) < 2:
-        raise UsageError(f"{raw!r}: a Hub reference is owner/repo[:QUANT]")
-    repo = f"{segments[0]}/{segments[1]}"
-    if not _REPO_RE.match(repo):
-        raise UsageError(f"{raw!r}: {repo!r} is not a Hub repository name")
-    tail = segments[2:]
-    revision = None
-    if len(tail) >= 2 and tail[0] in ("resolve", "blob", "tree"):
-        revision, tail = tail[1], tail[2:]  # a copied Hub URL: .../resolve/<rev>/<file>
-    if tail:
-        filename = "/".join(tail)
-        if sep:
-            raise UsageError(f"{raw!r}: give either a file or a :QUANT tag, not both")
-        if not filename.lower().endswith(".gguf"):
-            raise UsageError(f"{raw!r}: {filename!r} is not a .gguf file")
-        return HubRef(repo=repo, quant=None, filename=filename, revision=revision)
-    if sep:
-        if not tag or not _TAG_RE.match(tag):
-            raise UsageError(f"{raw!r}: bad quant tag {tag!r}; e.g. {repo}:Q4_K_M")
-        return HubRef(repo=repo, quant=normalize_quant(tag), revision=revision,
-                      quant_given=True)
-    return HubRef(repo=repo, revision=revision)
+# Catalog references
 
 
 def nearest_models(catalog: Catalog, text: str, n: int = 4) -> tuple[str, ...]:
@@ -1103,9 +988,8 @@ def quant_file(spec: ModelSpec, quant: str) -> QuantFile:
 
 
 __all__ = [
-    "ARCHITECTURES", "DEFAULT_HUB_QUANT", "PRESET_NAMES", "THINKING_MODES", "THINKING_SWITCHES",
-    "USE_CASES", "Catalog", "CatalogRef", "Experts", "GgufSource", "HubRef", "LinearAttention",
-    "LocalRef", "ModelRef", "ModelSpec", "QuantFile", "QuantInfo", "QwenKld", "SamplingPreset",
-    "SmallModelRule", "Thinking", "clear_cache", "load_catalog", "nearest_models",
-    "normalize_quant", "parse_ref", "quant_file", "resolve_catalog_ref",
+    "ARCHITECTURES", "PRESET_NAMES", "THINKING_MODES", "THINKING_SWITCHES", "USE_CASES",
+    "Catalog", "Experts", "GgufSource", "LinearAttention", "ModelSpec", "QuantFile", "QuantInfo",
+    "QwenKld", "SamplingPreset", "SmallModelRule", "Thinking", "clear_cache", "load_catalog",
+    "nearest_models", "quant_file", "resolve_catalog_ref",
 ]

@@ -26,7 +26,8 @@ DEFAULT_MODEL = "default-model"
 
 def _check_model(value: str) -> str:
     """A MODEL reference as `qwen chat -m` takes it; local paths are stored absolute."""
-    from qwencli.catalog import CatalogRef, LocalRef, load_catalog, parse_ref, resolve_catalog_ref
+    from qwencli.catalog import load_catalog, resolve_catalog_ref
+    from qwencli.refs import CatalogRef, LocalRef, parse_ref
 
     ref = parse_ref(value)  # UsageError for a malformed reference
     if isinstance(ref, LocalRef):

@@ -1,6 +1,7 @@
 """Domain errors. Library code raises these; `cli` maps them once to a message and an exit code.
 
-Exit codes (documented in the README): 0 ok, 1 error, 2 usage error, 130 interrupted.
+Exit codes (documented in the README): 0 ok, 1 error, 2 usage error, 130 interrupted (Ctrl-C),
+141 the reader of stdout went away (a closed pipe, as a Unix tool killed by SIGPIPE reports).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141
 
 
 class QwenError(Exception):

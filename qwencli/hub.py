@@ -13,17 +13,26 @@ import hashlib
 import os
 import re
 import shutil
-import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from qwencli.errors import QwenError
+from qwencli import gguf_names, store
+from qwencli.catalog import load_catalog, quant_file, resolve_catalog_ref
+from qwencli.errors import QwenError, UsageError
+from qwencli.refs import (
+    DEFAULT_HUB_QUANT,
+    CatalogRef,
+    HubRef,
+    LocalRef,
+    normalize_quant,
+    parse_ref,
+    with_quant,
+)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-_SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 
 
 class HubError(QwenError):
@@ -135,55 +144,10 @@ def _saved_token() -> bool:
         return False
 
 
-def list_gguf_files(repo: str, revision: str | None = None) -> list[RemoteFile]:
-    """Every .gguf file in a repository (sub-folders included), with size and sha256."""
-    if offline():
-        raise HubError(f"cannot list {repo}: HF_HUB_OFFLINE is set")
-    from huggingface_hub import HfApi
-    from huggingface_hub.hf_api import RepoFile
-
-    api = HfApi(endpoint=endpoint(), token=os.environ.get("HF_TOKEN") or None,
-                library_name="qwencli")
-    try:
-        entries = list(api.list_repo_tree(repo, recursive=True, revision=revision))
-    except Exception as exc:  # huggingface_hub raises many types; all end here as one line
-        raise _hub_error(repo, exc) from exc
-    files = []
-    for entry in entries:
-        if isinstance(entry, RepoFile) and entry.path.lower().endswith(".gguf"):
-            sha = entry.lfs.sha256 if entry.lfs is not None else None
-            files.append(RemoteFile(entry.path, int(entry.size), sha))
-    return files
-
-
-def _quant_token(path: str) -> str:
-    name = path.rsplit("/", 1)[-1]
-    return _SPLIT_RE.sub(".gguf", name)[: -len(".gguf")]
-
-
-def match_quant(files: list[RemoteFile], quant: str) -> list[RemoteFile]:
-    """The files of one quant, matched case-insensitively on a whole name part (so Q4_K does
-    not match Q4_K_M, nor Q4_K_M match UD-Q4_K_M); all split parts, in order. Projector files
-    (mmproj) are never a match."""
-    wanted = quant.lower()
-    pattern = re.compile(rf"(^|[-_.]){re.escape(wanted)}$")
-    chosen = [f for f in files
-              if "mmproj" not in f.path.lower() and pattern.search(_quant_token(f.path).lower())
-              and not _quant_token(f.path).lower().endswith(f"ud-{wanted}")]
-    return sorted(chosen, key=lambda f: f.path)
-
-
-def quants_in(files: list[RemoteFile]) -> list[str]:
-    """The quant labels present, for "did you mean" messages."""
-    labels = set()
-    for f in files:
-        if "mmproj" in f.path.lower():
-            continue
-        match = re.search(r"((?:UD-)?(?:I?Q\d\w*|BF16|F16|F32))$", _quant_token(f.path),
-                          re.IGNORECASE)
-        if match:
-            labels.add(match.group(1).upper())
-    return sorted(labels)
+def match_quant(files: Sequence[RemoteFile], quant: str) -> list[RemoteFile]:
+    """The files of one quant (every split part, in path order); see gguf_names."""
+    return sorted((f for f in files if gguf_names.matches_quant(f.path, quant)),
+                  key=lambda f: f.path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,10 +165,6 @@ class DiskSpaceError(QwenError):
 
 class ChecksumError(HubError):
     """A finished file's sha256 differs from the Hub's listing; the file was removed."""
-
-
-class DownloadBusyError(HubError):
-    """Another process (qwen or hf) is downloading the same file right now."""
 
 
 class PullInterrupted(KeyboardInterrupt):
@@ -241,7 +201,6 @@ class PullPlan:
     model_id: str | None = None
     warnings: tuple[str, ...] = ()
     offline: bool = False  # resolved from the cache alone (HF_HUB_OFFLINE or no network)
-    over_budget: bool = False  # a default quant although none fits this machine's memory
 
     @property
     def size_bytes(self) -> int:
@@ -250,8 +209,6 @@ class PullPlan:
     @property
     def path(self) -> Path:
         """Where the first part is (or will be) in the cache."""
-        from qwencli import store
-
         return store.snapshot_path(self.repo, self.commit, self.files[0].path)
 
 
@@ -323,8 +280,6 @@ def nearest_repos(repo: str, n: int = 4) -> list[str]:
 
     names: dict[str, str] = {}
     try:
-        from qwencli.catalog import load_catalog
-
         for spec in load_catalog().all_models:
             for name in (spec.hf_repo, *(s.repo for s in spec.gguf)):
                 names.setdefault(name.lower(), name)
@@ -365,13 +320,11 @@ def _nearest_files(wanted: str, files: Sequence[RemoteFile], n: int = 4) -> list
 
 def _split_set(listing: Listing, first: RemoteFile) -> tuple[RemoteFile, ...]:
     """All parts of the split set `first` belongs to, in order; an error if one is missing."""
-    from qwencli import store
-
-    info = store.split_info(first.path)
+    info = gguf_names.split_info(first.path)
     if info is None:
         return (first,)
     by_path = {f.path: f for f in listing.files}
-    names = store.split_names(first.path, info[2])
+    names = gguf_names.split_names(first.path, info[2])
     missing = [n for n in names if n not in by_path]
     if missing:
         raise HubNotFoundError(f"{listing.repo}: the split set {names[0]} lacks "
@@ -382,11 +335,9 @@ def _split_set(listing: Listing, first: RemoteFile) -> tuple[RemoteFile, ...]:
 
 def _sets(files: Sequence[RemoteFile]) -> list[list[RemoteFile]]:
     """Files grouped by split set (a single file is a set of one), in path order."""
-    from qwencli import store
-
     groups: dict[str, list[RemoteFile]] = {}
     for f in sorted(files, key=lambda f: f.path):
-        info = store.split_info(f.path)
+        info = gguf_names.split_info(f.path)
         groups.setdefault(info[0] if info else f.path, []).append(f)
     return list(groups.values())
 
@@ -406,8 +357,6 @@ def _pick_set(listing: Listing, matched: Sequence[RemoteFile], label: str
 
 
 def _catalog_or_none():  # -> Catalog | None
-    from qwencli.catalog import load_catalog
-
     try:
         return load_catalog()
     except QwenError:
@@ -420,29 +369,10 @@ def _model_id(repo: str) -> str | None:
     return spec.id if spec else None
 
 
-def machine_quant(catalog, spec) -> tuple[str, str | None]:  # (Catalog, ModelSpec)
-    """The quant `qwen recommend` picks for this machine, or Q4_K_M with a warning."""
-    from qwencli.catalog import DEFAULT_HUB_QUANT
-    from qwencli.hardware.budget import plan_budget
-    from qwencli.hardware.probe import probe
-    from qwencli.recommend import best_quant
-
-    hw = probe()
-    best = best_quant(catalog, spec, hw, plan_budget(hw))
-    if best is not None:
-        return best.quant, None
-    fallback = DEFAULT_HUB_QUANT if DEFAULT_HUB_QUANT in spec.quants else spec.quants[0]
-    return fallback, (f"no quant of {spec.id} fits this machine's memory budget; pulling "
-                      f"{fallback} (choose another with --quant or {spec.id}:QUANT)")
-
-
 def resolve_pull(ref: str, *, quant: str | None = None) -> PullPlan:
     """Turn a MODEL reference into exact files through the Hub's listing (never a name taken
     on trust). Offline (HF_HUB_OFFLINE, or the Hub unreachable with the model cached) it
     resolves from the cache alone."""
-    from qwencli.catalog import CatalogRef, HubRef, LocalRef, normalize_quant, parse_ref
-    from qwencli.errors import UsageError
-
     parsed = parse_ref(ref)
     if isinstance(parsed, LocalRef):
         raise UsageError(f"{ref!r} is a local file: nothing to pull",
@@ -471,23 +401,8 @@ def resolve_pull(ref: str, *, quant: str | None = None) -> PullPlan:
                                        f"{exc.message}; using the copy in the cache"))
 
 
-def _effective_ref(parsed, quant: str | None) -> str:  # (ModelRef, ...)
-    from qwencli.catalog import CatalogRef
-
-    if isinstance(parsed, CatalogRef):
-        q = quant or parsed.quant
-        return f"{parsed.id}:{q}" if q else parsed.id
-    rev = f"/resolve/{parsed.revision}" if parsed.revision else ""
-    if parsed.filename:
-        return f"{parsed.repo}{rev}/{parsed.filename}"
-    q = quant or (parsed.quant if parsed.quant_given else None)
-    return f"{parsed.repo}{rev}:{q}" if q else f"{parsed.repo}{rev}"
-
-
 def _resolve_cached(ref: str, parsed, quant: str | None, *, reason: str) -> PullPlan:
-    from qwencli import store
-
-    wanted = _effective_ref(parsed, quant)
+    wanted = with_quant(parsed, quant)
     found = store.find_model(wanted)
     models = [m for m in store.matching(wanted, include_partial=True)]
     complete = next((m for m in models if m.complete and m.path == found), None)
@@ -509,8 +424,6 @@ def _resolve_cached(ref: str, parsed, quant: str | None, *, reason: str) -> Pull
 
 
 def _resolve_hub(ref: str, parsed, quant: str | None) -> PullPlan:  # (HubRef)
-    from qwencli.catalog import DEFAULT_HUB_QUANT
-
     listing = repo_listing(parsed.repo, parsed.revision)
     ggufs = listing.gguf
     revision = parsed.revision or "main"
@@ -524,18 +437,16 @@ def _resolve_hub(ref: str, parsed, quant: str | None) -> PullPlan:  # (HubRef)
             tip = f"; nearest: {', '.join(near)}" if near else ""
             raise HubNotFoundError(f"{listing.repo} has no file {parsed.filename}{tip}",
                                    hint=f"`qwen pull {listing.repo}:QUANT` picks by quant")
-        from qwencli import store
-
-        info = store.split_info(found.path)
+        info = gguf_names.split_info(found.path)
         if info is not None and info[1] != 1:
-            found = by_path.get(store.split_names(found.path, info[2])[0], found)
+            found = by_path.get(gguf_names.split_names(found.path, info[2])[0], found)
         files = _split_set(listing, found)
-        label = quant_from_name(files[0].path)
+        label = gguf_names.quant_label(files[0].path)
     else:
         label = quant or (parsed.quant if parsed.quant_given else None) or DEFAULT_HUB_QUANT
         matched = match_quant(list(ggufs), label)
         if not matched:
-            present = quants_in(list(ggufs))
+            present = gguf_names.quants_in(f.path for f in ggufs)
             tip = (f"; it has {', '.join(present)}" if present else
                    "; it has no GGUF files" if not ggufs else "")
             example = f"{listing.repo}:{present[0]}" if present else listing.repo + "/FILE.gguf"
@@ -547,27 +458,14 @@ def _resolve_hub(ref: str, parsed, quant: str | None) -> PullPlan:  # (HubRef)
                     warnings=tuple(notes))
 
 
-def quant_from_name(path: str) -> str | None:
-    labels = quants_in([RemoteFile(path, 0, None)])
-    return labels[0] if labels else None
-
-
 def _resolve_catalog(ref: str, parsed, quant: str | None) -> PullPlan:  # (CatalogRef)
-    from qwencli.catalog import load_catalog, resolve_catalog_ref
-    from qwencli.catalog import quant_file as _quant_file
-
     catalog = load_catalog()
     spec, ref_quant = resolve_catalog_ref(catalog, parsed)
     notes: list[str] = []
     chosen = quant or ref_quant
-    over_budget = False
-    if chosen is None:
-        chosen, warning = machine_quant(catalog, spec)
-        if warning:
-            notes.append(warning)
-            over_budget = True
-    else:
-        _quant_file(spec, chosen)  # UsageError with the model's quants when it has none such
+    if chosen is None:  # the recommender chooses (recommend.quant_for); never this module
+        raise ValueError(f"resolve_pull({ref!r}) needs a quant")
+    quant_file(spec, chosen)  # UsageError with the model's quants when it has none such
     sources = [s for s in spec.gguf if chosen in s.quants]
     failures: list[HubError] = []
     tried: list[str] = []
@@ -601,7 +499,7 @@ def _resolve_catalog(ref: str, parsed, quant: str | None) -> PullPlan:  # (Catal
             notes.append(f"{'; '.join(f.message for f in failures)}; using {listing.repo}")
         return PullPlan(ref=ref, repo=listing.repo, revision="main", commit=listing.commit,
                         files=files, quant=chosen, model_id=spec.id,
-                        warnings=(*notes, *found_notes), over_budget=over_budget)
+                        warnings=(*notes, *found_notes))
     if len(failures) == 1:
         raise failures[0]
     auth = [f for f in failures if isinstance(f, HubAuthError)]
@@ -626,8 +524,6 @@ def _existing_folder(path: Path) -> Path:
 
 def check_disk(needed: int, folder: Path | None = None) -> DiskCheck:
     """Free space on the cache's filesystem against `needed` bytes plus a margin."""
-    from qwencli import store
-
     target = _existing_folder(folder or store.hub_cache())
     free = shutil.disk_usage(target).free
     margin = max(DISK_MARGIN_MIN, int(needed * DISK_MARGIN_SHARE))
@@ -655,91 +551,11 @@ class Progress(Protocol):
     def close(self) -> None: ...
 
 
-class _RichProgress:
-    """A bar with bytes, rate and time left, on stderr (rich.progress, imported here)."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")))
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                             DownloadColumn(binary_units=True),
-                             TransferSpeedColumn(), TimeRemainingColumn(), console=console,
-                             transient=False)
-        self._task = None
-
-    def start(self, label: str, total: int, done: int) -> None:
-        self._bar.start()
-        self._task = self._bar.add_task(label, total=total, completed=done)
-
-    def advance(self, n: int) -> None:
-        if self._task is not None:
-            self._bar.advance(self._task, n)
-
-    def close(self) -> None:
-        self._bar.stop()
-
-
-class _LineProgress:
-    """Off a terminal (when asked for): a plain line every few seconds, for logs."""
-
-    def __init__(self, every: float = 2.0) -> None:
-        self._every = every
-        self._label, self._total, self._done, self._start_done = "", 0, 0, 0
-        self._t0 = self._last = 0.0
-
-    def start(self, label: str, total: int, done: int) -> None:
-        self._label, self._total, self._done, self._start_done = label, total, done, done
-        self._t0 = self._last = time.monotonic()
-        self._line()
-
-    def advance(self, n: int) -> None:
-        self._done += n
-        now = time.monotonic()
-        if now - self._last >= self._every:
-            self._last = now
-            self._line()
-
-    def close(self) -> None:
-        self._line()
-
-    def _line(self) -> None:
-        from qwencli.units import format_bytes
-
-        elapsed = max(time.monotonic() - self._t0, 1e-6)
-        rate = (self._done - self._start_done) / elapsed
-        left = (self._total - self._done) / rate if rate > 0 else None
-        pct = 100.0 * self._done / self._total if self._total else 100.0
-        eta = f", {left:.0f}s left" if left is not None and self._done < self._total else ""
-        sys.stderr.write(f"{self._label}: {pct:5.1f}%  {format_bytes(self._done)} of "
-                         f"{format_bytes(self._total)}  {rate / 1e6:.1f} MB/s{eta}\n")
-        sys.stderr.flush()
-
-
-def progress_for(show: bool) -> Progress | None:
-    """A bar on a terminal, plain lines elsewhere; None when not shown."""
-    if not show:
-        return None
-    if sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
-        return _RichProgress()
-    return _LineProgress()
-
-
 # --------------------------------------------------------------------------------------------
 # The transfer
 
 
 def _is_complete(repo: str, commit: str, f: RemoteFile) -> bool:
-    from qwencli import store
-
     blob = store.blob_path(repo, f.blob)
     if blob.is_file() and blob.stat().st_size == f.size:
         return True
@@ -748,8 +564,6 @@ def _is_complete(repo: str, commit: str, f: RemoteFile) -> bool:
 
 
 def _partial_size(repo: str, f: RemoteFile) -> int:
-    from qwencli import store
-
     try:
         return min(store.partial_path(repo, f.blob).stat().st_size, f.size)
     except OSError:
@@ -757,8 +571,6 @@ def _partial_size(repo: str, f: RemoteFile) -> int:
 
 
 def _link(plan: PullPlan, f: RemoteFile, *, new_blob: bool = False) -> Path:
-    from qwencli import store
-
     blob = store.blob_path(plan.repo, f.blob)
     snap = store.snapshot_path(plan.repo, plan.commit, f.path)
     if not blob.exists() and snap.is_file():
@@ -769,14 +581,14 @@ def _link(plan: PullPlan, f: RemoteFile, *, new_blob: bool = False) -> Path:
     return path
 
 
-def download(plan: PullPlan, *, progress: Progress | None = None) -> PullResult:
+def download(plan: PullPlan, *, progress: Progress | None = None,
+             on_wait: Callable[[str], None] | None = None) -> PullResult:
     """Fetch what the cache lacks, resuming partials, verifying each file's sha256.
 
     Pre-flight first: nothing is written when the disk is too small. Ctrl-C raises
-    PullInterrupted with the partial kept; the next call resumes it with an HTTP Range.
+    PullInterrupted with the partial kept; the next call resumes it with an HTTP Range. A file
+    another process is downloading is waited for (`on_wait` says so), not fetched twice.
     """
-    from qwencli import store
-
     t0 = time.monotonic()
     paths: list[Path] = []
     if plan.offline:
@@ -792,7 +604,7 @@ def download(plan: PullPlan, *, progress: Progress | None = None) -> PullResult:
     if not check.fits:
         raise _disk_error(check, plan)
     try:
-        return _download_missing(plan, missing, have, progress, t0)
+        return _download_missing(plan, missing, have, progress, on_wait, t0)
     except OSError as exc:  # the cache's disk, not the network (those are HubErrors by now)
         if exc.errno == errno.ENOSPC:
             raise DiskSpaceError(f"the disk filled up while downloading {plan.files[0].path} "
@@ -806,9 +618,8 @@ def download(plan: PullPlan, *, progress: Progress | None = None) -> PullResult:
 
 
 def _download_missing(plan: PullPlan, missing: list[RemoteFile], have: dict[str, int],
-                      progress: Progress | None, t0: float) -> PullResult:
-    from qwencli import store
-
+                      progress: Progress | None, on_wait: Callable[[str], None] | None,
+                      t0: float) -> PullResult:
     paths: list[Path] = []
     set_record = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in plan.files]
     for f in missing:
@@ -827,10 +638,9 @@ def _download_missing(plan: PullPlan, missing: list[RemoteFile], have: dict[str,
         progress.start(label, total, done)
     try:
         for f in plan.files:
-            fetched = f in missing
-            if fetched:
-                downloaded += _fetch(plan, f, progress)
-            paths.append(_link(plan, f, new_blob=fetched))
+            got = _fetch(plan, f, progress, have[f.path], on_wait) if f in missing else 0
+            downloaded += got
+            paths.append(_link(plan, f, new_blob=got > 0))
             with contextlib.suppress(OSError):
                 store.sidecar_path(plan.repo, f.blob).unlink()
     finally:
@@ -849,24 +659,33 @@ def _result(plan: PullPlan, paths: list[Path], downloaded: int, resumed: bool,
                       seconds=time.monotonic() - t0, warnings=plan.warnings)
 
 
-def _fetch(plan: PullPlan, f: RemoteFile, progress: Progress | None) -> int:
-    """One file into blobs/<sha>.incomplete, resumed from its size, verified, renamed."""
+def _fetch(plan: PullPlan, f: RemoteFile, progress: Progress | None, counted: int,
+           on_wait: Callable[[str], None] | None) -> int:
+    """One file into blobs/<sha>.incomplete, resumed from its size, verified, renamed.
+
+    The blob's lock is huggingface_hub's own, so `hf download` and qwen never write one partial
+    at once. When another process holds it, wait (saying so through `on_wait`), then take what
+    it left: the finished file, or its partial to resume. `counted` is what the progress bar
+    already counts as done for this file.
+    """
     from filelock import FileLock, Timeout
 
-    from qwencli import store
-
-    lock_file = store.lock_path(plan.repo, f.blob)
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_file), timeout=0)
+    lock = FileLock(str(store.lock_path(plan.repo, f.blob)), timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        raise DownloadBusyError(f"{f.path} is being downloaded by another process",
-                                hint="wait for it to finish (qwen pull or hf download), "
-                                     "then run this again") from None
+        if on_wait is not None:
+            on_wait(f"{f.path} is being downloaded by another process; waiting for it "
+                    "(Ctrl-C stops waiting)")
+        lock.acquire(timeout=-1, poll_interval=0.1)
     try:
+        if _is_complete(plan.repo, plan.commit, f):  # the other process finished it
+            if progress is not None:
+                progress.advance(f.size - counted)
+            return 0
         partial = store.partial_path(plan.repo, f.blob)
-        partial.parent.mkdir(parents=True, exist_ok=True)
+        if progress is not None:
+            progress.advance(_partial_size(plan.repo, f) - counted)
         with open(partial, "ab+", buffering=0) as out:
             got, sha = _transfer(plan, f, out, progress, partial)
         if f.sha256 and sha != f.sha256:
@@ -882,8 +701,6 @@ def _fetch(plan: PullPlan, f: RemoteFile, progress: Progress | None) -> int:
 
 
 def _discard(plan: PullPlan, f: RemoteFile) -> None:
-    from qwencli import store
-
     for path in (store.partial_path(plan.repo, f.blob), store.sidecar_path(plan.repo, f.blob)):
         with contextlib.suppress(OSError):
             path.unlink()
@@ -988,32 +805,23 @@ def _restart(out, progress: Progress | None, have: int) -> int:
 # The whole pull
 
 
-def _ask(question: str) -> bool:
-    """Consent on a terminal (stderr + stdin); off a terminal there is nobody to ask."""
-    if not (sys.stdin.isatty() and sys.stderr.isatty()):
-        return False
-    sys.stderr.write(f"{question} [Y/n] ")
-    sys.stderr.flush()
-    answer = sys.stdin.readline().strip().lower()
-    return answer in ("", "y", "yes")
-
-
-def pull_model(ref: str, *, progress: bool, assume_yes: bool = True,
-               quant: str | None = None) -> PullResult:
+def pull_model(ref: str, *, quant: str | None = None, progress: Progress | None = None,
+               confirm: Callable[[str], bool] | None = None,
+               on_wait: Callable[[str], None] | None = None) -> PullResult:
     """Resolve a MODEL reference through the Hub, then download and verify what is missing.
 
-    With `assume_yes=False` a download (not a model already here) needs consent on a
-    terminal; off a terminal that is an error telling to run `qwen pull` (or pass --yes).
+    `confirm` asks the person before a download starts (None: no consent needed); a "no" is an
+    error that says how to download it later.
     """
     from qwencli.units import format_bytes
 
     plan = resolve_pull(ref, quant=quant)
-    if not assume_yes and not plan.offline:
+    if confirm is not None and not plan.offline:
         missing = [f for f in plan.files if not _is_complete(plan.repo, plan.commit, f)]
         if missing:
             size = format_bytes(sum(f.size for f in missing))
             what = f"{plan.files[0].path} ({size}) from {plan.repo}"
-            if not _ask(f"Download {what}?"):
+            if not confirm(f"Download {what}?"):
                 raise HubError(f"{ref} is not downloaded ({what} needed)",
                                hint=f"run `qwen pull {ref}`, or pass --yes")
-    return download(plan, progress=progress_for(progress))
+    return download(plan, progress=progress, on_wait=on_wait)

@@ -1,30 +1,26 @@
-"""Plan one MODEL reference on one machine: find its shape (exact header or catalog), then fit.
+"""`qwen fit MODEL`: find the model's shape (exact header or catalog figures), then plan it.
 
-The header is the truth, so it is preferred: a local file's, a complete download in the Hugging
-Face cache, or the Hub's copy read by HTTP Range (a few MB, not the weights). When none can be
-read (offline, unreachable, unknown file) a catalog model falls back to the catalog's figures, and
-the result says so.
+The file planned is the one `qwen pull` would fetch and `qwen chat -m` would load: the quant comes
+from the recommender (`recommend.default_quant`) and the file from the Hub's listing
+(`hub.resolve_pull`). The header is the truth, so it is preferred: a local file's, a complete
+download in the Hugging Face cache (offline too), or the Hub's copy read by HTTP Range (a few MB,
+not the weights). When none can be read (offline, unreachable), a catalog model falls back to
+the catalog's figures, and the result says so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwencli.catalog import (
-    Catalog,
-    CatalogRef,
-    HubRef,
-    LocalRef,
-    ModelSpec,
-    QuantFile,
-    parse_ref,
-    quant_file,
-    resolve_catalog_ref,
-)
+from qwencli import hub, store
+from qwencli.catalog import Catalog, ModelSpec, quant_file, resolve_catalog_ref
 from qwencli.errors import QwenError, UsageError
 from qwencli.fit import ModelShape, Options, Plan, plan
 from qwencli.hardware.model import Budget, Hardware
+from qwencli.recommend import RefQuant, default_quant
+from qwencli.refs import CatalogRef, HubRef, LocalRef, parse_ref, with_quant
 
 DEFAULT_CTX = 8192
 
@@ -34,76 +30,77 @@ class FitResult:
     plan: Plan
     spec: ModelSpec | None  # the catalog model, when the reference is one
     notes: tuple[str, ...]  # where the figures came from, adjustments made
+    choice: RefQuant | None = None  # the quant the reference means here (None: a local file)
+    file: str | None = None  # what was planned: "owner/repo/path.gguf", or the local path
 
 
-def _header_shape(location: str, headers: dict[str, str] | None = None) -> ModelShape:
+def _local_shape(path: Path) -> ModelShape:
     from qwencli.gguf_info import read_model
     from qwencli.shapes import shape_from_gguf
 
-    model = read_model(location, headers=headers)
-    return shape_from_gguf(model, name=Path(location.split("?")[0]).name)
+    return shape_from_gguf(read_model(path), name=path.name)
 
 
-def _catalog_shape(spec: ModelSpec, qf: QuantFile, notes: list[str]) -> ModelShape:
-    from qwencli.shapes import shape_from_catalog
-    from qwencli.store import find_model
+def _remote_shape(repo: str, path: str, commit: str) -> ModelShape:
+    from qwencli.gguf_info import read_model
+    from qwencli.shapes import shape_from_gguf
 
-    local = find_model(f"{spec.id}:{qf.quant}")  # a complete download, never a partial
+    url = hub.file_url(repo, path, commit)
+    return shape_from_gguf(read_model(url, headers=hub.auth_headers()),
+                           name=Path(path).name)
+
+
+def _shape_of(ref: CatalogRef | HubRef, quant: str | None, catalog: Catalog,
+              notes: list[str]) -> tuple[ModelShape, ModelSpec | None, str]:
+    """The shape of one quant (or file) of a Hub or catalog model, and which file it is."""
+    wanted = with_quant(ref, quant)
+    spec = resolve_catalog_ref(catalog, ref)[0] if isinstance(ref, CatalogRef) else \
+        catalog.by_repo(ref.repo)
+    local = store.find_model(wanted)  # a complete download, never a partial
     if local is not None:
         notes.append(f"exact figures from the GGUF header of the downloaded file {local}")
-        return _header_shape(str(local))
-    from qwencli import hub
-
-    if hub.offline():
-        notes.append("catalog estimate: HF_HUB_OFFLINE is set and the file is not downloaded")
-        return shape_from_catalog(spec, qf)
-    url = hub.file_url(qf.repo, qf.files[0], qf.revision if qf.revision and
-                       len(qf.revision) == 40 else None)
-    try:
-        shape = _header_shape(url, hub.auth_headers())
-    except QwenError as exc:
-        notes.append(f"catalog estimate: the header could not be read from the Hub ({exc.message})")
-        return shape_from_catalog(spec, qf)
-    notes.append(f"exact figures from the GGUF header on the Hub ({qf.repo}/{qf.files[0]})")
-    return shape
-
-
-def _default_quant(catalog: Catalog, spec: ModelSpec, hw: Hardware,
-                   budget: Budget) -> tuple[str, bool]:
-    """The recommended quant for this machine (True), else Q4_K_M or a middle one (False)."""
-    from qwencli.recommend import best_quant
-
-    best = best_quant(catalog, spec, hw, budget)
-    if best is not None:
-        return best.quant, True
-    return ("Q4_K_M" if "Q4_K_M" in spec.quants else spec.quants[len(spec.quants) // 2]), False
-
-
-def _hub_shape(ref: HubRef, catalog: Catalog, notes: list[str]) -> tuple[ModelShape,
-                                                                       ModelSpec | None]:
-    from qwencli import hub
-
-    spec = catalog.by_repo(ref.repo)
-    if ref.filename:
-        path = ref.filename
+        return _local_shape(local), spec, str(local)
+    if isinstance(ref, CatalogRef):
+        assert spec is not None and quant is not None
+        qf = quant_file(spec, quant)
+        if hub.offline():
+            notes.append("catalog estimate: HF_HUB_OFFLINE is set and the file is not "
+                         "downloaded")
+            return _catalog_shape(spec, quant), spec, f"{qf.repo}/{qf.filename}"
+        try:
+            pull = hub.resolve_pull(wanted, quant=quant)
+            shape = _remote_shape(pull.repo, pull.files[0].path, pull.commit)
+        except UsageError:
+            raise
+        except QwenError as exc:
+            notes.append(f"catalog estimate: the header could not be read from the Hub "
+                         f"({exc.message})")
+            return _catalog_shape(spec, quant), spec, f"{qf.repo}/{qf.filename}"
     else:
-        files = hub.list_gguf_files(ref.repo, ref.revision)
-        chosen = hub.match_quant(files, ref.quant)
-        if not chosen:
-            available = ", ".join(hub.quants_in(files)) or "no GGUF files"
-            raise UsageError(f"{ref.repo} has no {ref.quant} file; it has: {available}")
-        path = chosen[0].path
-    shape = _header_shape(hub.file_url(ref.repo, path, ref.revision), hub.auth_headers())
-    notes.append(f"exact figures from the GGUF header on the Hub ({ref.repo}/{path})")
-    return shape, spec
+        if hub.offline():
+            raise hub.HubError(f"cannot read {wanted}: HF_HUB_OFFLINE is set and it is not "
+                               "downloaded", hint=f"`qwen pull {wanted}` when online")
+        pull = hub.resolve_pull(wanted, quant=quant)
+        shape = _remote_shape(pull.repo, pull.files[0].path, pull.commit)
+    file = f"{pull.repo}/{pull.files[0].path}"
+    notes.append(f"exact figures from the GGUF header on the Hub ({file})")
+    return shape, spec, file
 
 
-def resolve_shape(text: str, catalog: Catalog, hw: Hardware, budget: Budget,
-                  notes: list[str]) -> tuple[ModelShape, ModelSpec | None]:
-    """The shape of MODEL (a catalog id[:quant], owner/repo[:QUANT] or …/file.gguf, a path)."""
+def _catalog_shape(spec: ModelSpec, quant: str) -> ModelShape:
+    from qwencli.shapes import shape_from_catalog
+
+    return shape_from_catalog(spec, quant_file(spec, quant))
+
+
+def resolve_shape(text: str, catalog: Catalog, machine: Callable[[], tuple[Hardware, Budget]],
+                  notes: list[str]) -> tuple[ModelShape, ModelSpec | None, RefQuant | None,
+                                             str]:
+    """The shape of MODEL (a catalog id[:quant], owner/repo[:QUANT] or …/file.gguf, a path),
+    the quant it means here, and the file planned."""
     ref = parse_ref(text)
     if isinstance(ref, LocalRef):
-        path = Path(ref.path).expanduser()
+        path = ref.path.expanduser()
         if not path.exists():
             raise QwenError(f"{path}: no such file",
                             hint="give a .gguf path, a catalog name (see `qwen models`) or "
@@ -111,17 +108,14 @@ def resolve_shape(text: str, catalog: Catalog, hw: Hardware, budget: Budget,
         if path.is_dir():
             raise QwenError(f"{path} is a folder, not a .gguf file")
         notes.append(f"exact figures from the GGUF header of {path}")
-        return _header_shape(str(path)), None
-    if isinstance(ref, HubRef):
-        return _hub_shape(ref, catalog, notes)
-    assert isinstance(ref, CatalogRef)
-    spec, quant = resolve_catalog_ref(catalog, ref)
-    if quant is None:
-        quant, recommended = _default_quant(catalog, spec, hw, budget)
-        why = ("the one `qwen recommend` picks for this machine" if recommended else
-               "the usual default: no quant of this model reaches the speed floor here")
-        notes.append(f"quant {quant}: {why} (choose another with {spec.id}:QUANT)")
-    return _catalog_shape(spec, quant_file(spec, quant), notes), spec
+        return _local_shape(path), None, None, str(path)
+    choice = default_quant(ref, catalog, machine)
+    if choice.reason:
+        name = ref.id if isinstance(ref, CatalogRef) else ref.repo
+        notes.append(f"quant {choice.quant}: {choice.reason} (choose another with "
+                     f"{name}:QUANT)")
+    shape, spec, file = _shape_of(ref, choice.quant, catalog, notes)
+    return shape, spec, choice, file
 
 
 def fit_model(text: str, catalog: Catalog, hw: Hardware, budget: Budget, *,
@@ -129,7 +123,7 @@ def fit_model(text: str, catalog: Catalog, hw: Hardware, budget: Budget, *,
               kv_type: str = "f16") -> FitResult:
     """`qwen fit`: the memory plan for one model."""
     notes: list[str] = []
-    shape, spec = resolve_shape(text, catalog, hw, budget, notes)
+    shape, spec, choice, file = resolve_shape(text, catalog, lambda: (hw, budget), notes)
     max_ctx = shape.ctx_train
     if ctx is None:
         ctx = min(DEFAULT_CTX, max_ctx)
@@ -143,4 +137,4 @@ def fit_model(text: str, catalog: Catalog, hw: Hardware, budget: Budget, *,
     if gpu_layers is not None and not any(g.usable for g in budget.gpus):
         notes.append("--gpu-layers has no effect: no GPU this llama.cpp build can use")
     result = plan(shape, hw, budget, Options(ctx=ctx, kv_type=kv_type, n_gpu_layers=gpu_layers))
-    return FitResult(result, spec, tuple(notes))
+    return FitResult(result, spec, tuple(notes), choice, file)

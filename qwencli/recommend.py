@@ -17,7 +17,18 @@
 4. Specialists: for `code`, coder models form a first tier: when one fits, the picks start with
    them (a person asking for a code model wants the one trained for it: fill-in-the-middle,
    repository-level context, tool calls).
-5. Each model appears once, at its best quant; every pick carries reasons a person can check.
+5. Each model appears once, at the quant `choose_quant` picks for it; every pick carries reasons
+   a person can check.
+
+Which quant of a model to run here is decided once, in `choose_quant`, and everything that needs
+a default asks it (through `default_quant` for a MODEL reference): `qwen recommend`, `qwen fit`,
+`qwen pull`, `qwen chat -m`. The rule: of the quants that fit in memory at the default context,
+the best-scoring one that reaches the speed floor; the floor ranks but never forces a model of
+4B parameters or less below 4 bits when a 4-bit-or-better quant fits (small models collapse
+below 4 bits: quantgap's Qwen3-0.6B Q3_K_M KLD is 0.40): then the fastest such quant is taken
+and the choice says it runs under the floor. When no quant reaches the floor, the fastest
+4-bit-or-better quant that fits (speed is what is short; fewer than 4 bits would cost quality
+too). When none fits at all, the usual default (Q4_K_M), marked as over the budget.
 """
 
 from __future__ import annotations
@@ -26,9 +37,10 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from qwencli.catalog import Catalog, ModelSpec, QuantFile, quant_file
+from qwencli.catalog import Catalog, ModelSpec, QuantFile, quant_file, resolve_catalog_ref
 from qwencli.fit import Options, Plan, plan
 from qwencli.hardware.model import Budget, Hardware
+from qwencli.refs import DEFAULT_HUB_QUANT, CatalogRef, HubRef, ModelRef
 from qwencli.shapes import shape_from_catalog
 from qwencli.units import format_bytes
 
@@ -39,6 +51,8 @@ KLD_POINTS = 30.0
 SMALL_MODEL_FACTOR = 4.0
 SPEED_BONUS_MAX = 3.0
 SPECIALISTS = {"code": "coder"}
+SMALL_MODEL_MAX_PARAMS = 4_500_000_000  # "4B or less": Qwen3-4B and Qwen3.5-4B are 4.0B
+MIN_SMALL_MODEL_BITS = 4
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,7 @@ class Candidate:
     loss: float  # points lost to the quant
     score: float
     rejected: str | None  # why it cannot be recommended, or None
+    too_slow: bool = False  # rejected only because it is under the speed floor
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,7 @@ class Pick:
     speed: float
     score: float
     reasons: tuple[str, ...]
+    below_floor: bool = False  # shown because nothing here reaches the speed floor
 
 
 def typical_speed(p: Plan) -> float:
@@ -125,6 +141,7 @@ def _consider(catalog: Catalog, spec: ModelSpec, quant: str, hw: Hardware, budge
         bonus = min(SPEED_BONUS_MAX, math.log2(speed / min_speed))
     score = spec.quality_for_use(use) - loss + bonus
     rejected = None
+    too_slow = False
     if ctx > spec.context_max:
         rejected = f"supports at most {_ctx_label(spec.context_max)} context"
     elif not p.fits:
@@ -133,25 +150,111 @@ def _consider(catalog: Catalog, spec: ModelSpec, quant: str, hw: Hardware, budge
     elif speed < min_speed:
         rejected = (f"would run at about {speed:.0f} tok/s ({_placement(p)}), under the "
                     f"{min_speed:g} tok/s floor")
-    return Candidate(spec, qf, p, speed, loss, score, rejected)
+        too_slow = True
+    return Candidate(spec, qf, p, speed, loss, score, rejected, too_slow)
 
 
-def candidates(catalog: Catalog, hw: Hardware, budget: Budget, use: str, ctx: int | None,
-               min_speed: float) -> list[Candidate]:
-    """Every (model, quant) for the use case, planned; rejected ones say why.
+@dataclass(frozen=True)
+class QuantChoice:
+    """The quant of one model to run on this machine, and why (see the module docstring)."""
 
-    Quants are tried from the fewest bits up: once one is too big or too slow, the larger ones
-    are too, so the first rejection ends that model's list.
-    """
-    found = []
-    for spec in catalog.models(use):
-        model_ctx = ctx if ctx is not None else min(DEFAULT_CTX[use], spec.context_max)
-        for quant in spec.quants:
-            candidate = _consider(catalog, spec, quant, hw, budget, model_ctx, min_speed, use)
-            found.append(candidate)
-            if candidate.rejected:
-                break
-    return found
+    candidate: Candidate  # the chosen quant, planned; `rejected` says why recommend skips it
+    reason: str  # one line for a person: why this quant
+    fits: bool  # False: no quant fits; the quant is the usual default
+    below_floor: bool  # it runs, but under the speed floor
+    ranked: tuple[str, ...]  # quants by preference here (for choosing among downloads)
+    considered: tuple[Candidate, ...]  # every quant planned on the way
+
+    @property
+    def quant(self) -> str:
+        return self.candidate.quant.quant
+
+
+def _use_for(spec: ModelSpec, use: str | None) -> str:
+    """The use case a model is scored for: the one asked when it has it, else its first."""
+    if use in USES and use in spec.use:
+        return use
+    return "chat" if "chat" in spec.use else next((u for u in spec.use if u in USES), "chat")
+
+
+def _bits(catalog: Catalog, quant: str) -> int:
+    info = catalog.quant_table.get(quant)
+    return info.bits if info is not None else MIN_SMALL_MODEL_BITS
+
+
+def choose_quant(catalog: Catalog, spec: ModelSpec, hw: Hardware, budget: Budget, *,
+                 use: str | None = None, ctx: int | None = None,
+                 min_speed: float = DEFAULT_MIN_SPEED) -> QuantChoice:
+    """The quant of `spec` to run here: the one decision `recommend`, `fit`, `pull` and `chat`
+    share (see the module docstring for the rule)."""
+    use = _use_for(spec, use)
+    model_ctx = ctx if ctx is not None else min(DEFAULT_CTX[use], spec.context_max)
+    fitting: list[Candidate] = []
+    for quant in spec.quants:  # fewest bits first: once one does not fit, larger ones do not
+        candidate = _consider(catalog, spec, quant, hw, budget, model_ctx, min_speed, use)
+        if not candidate.plan.fits:
+            break
+        fitting.append(candidate)
+    if not fitting:
+        usual = DEFAULT_HUB_QUANT if DEFAULT_HUB_QUANT in spec.quants else \
+            spec.quants[len(spec.quants) // 2]
+        chosen = _consider(catalog, spec, usual, hw, budget, model_ctx, min_speed, use)
+        return QuantChoice(chosen, f"no quant of {spec.id} fits this machine's memory at "
+                                   f"{_ctx_label(model_ctx)} context; {usual} is the usual default",
+                           False, chosen.speed < min_speed, (usual,), (chosen,))
+    fast = [c for c in fitting if c.speed >= min_speed]
+    best_fast = max(fast, key=lambda c: c.score) if fast else None
+    four_up = [c for c in fitting if _bits(catalog, c.quant.quant) >= MIN_SMALL_MODEL_BITS]
+    small = spec.params_total <= SMALL_MODEL_MAX_PARAMS
+    if best_fast is not None and not (
+            small and four_up and _bits(catalog, best_fast.quant.quant) < MIN_SMALL_MODEL_BITS):
+        chosen = best_fast
+        reason = "the one `qwen recommend` picks for this machine"
+    else:
+        pool = four_up or fitting
+        chosen = max(pool, key=lambda c: (c.speed, c.score))
+        reason = f"about {chosen.speed:.0f} tok/s here, under the {min_speed:g} tok/s floor"
+        if best_fast is not None:
+            reason += (f"; {best_fast.quant.quant} would reach it, but a model of "
+                       f"{spec.params_total / 1e9:.1f}B loses too much below "
+                       f"{MIN_SMALL_MODEL_BITS} bits")
+        elif pool is four_up:
+            reason += f"; the fastest {MIN_SMALL_MODEL_BITS}-bit-or-better quant that fits"
+    others = sorted((c for c in fitting if c is not chosen),
+                    key=lambda c: (c.speed >= min_speed, c.score), reverse=True)
+    ranked = (chosen.quant.quant, *(c.quant.quant for c in others),
+              *(q for q in spec.quants if q not in {c.quant.quant for c in fitting}))
+    return QuantChoice(chosen, reason, True, chosen.speed < min_speed, ranked, tuple(fitting))
+
+
+@dataclass(frozen=True)
+class RefQuant:
+    """The quant a MODEL reference means here: given, chosen, or none (a file is named)."""
+
+    quant: str | None
+    reason: str | None = None  # set when the quant was chosen, not given
+    over_budget: bool = False  # chosen although nothing fits
+    below_floor: bool = False
+    ranked: tuple[str, ...] = ()  # preference among downloads of the model
+
+
+def default_quant(ref: ModelRef, catalog: Catalog,
+                  machine: Callable[[], tuple[Hardware, Budget]]) -> RefQuant:
+    """The quant `ref` means on this machine. The machine is asked only when the choice is
+    ours to make (a catalog name without a quant). A Hub repository without a tag means
+    Q4_K_M, as llama.cpp's `-hf` does; a named file or a local path needs no quant."""
+    if isinstance(ref, CatalogRef):
+        spec, quant = resolve_catalog_ref(catalog, ref)  # UsageError for unknown names
+        if quant is not None:
+            return RefQuant(quant, ranked=(quant,))
+        hw, budget = machine()
+        choice = choose_quant(catalog, spec, hw, budget)
+        return RefQuant(choice.quant, choice.reason, not choice.fits, choice.below_floor,
+                        choice.ranked)
+    if isinstance(ref, HubRef) and ref.filename is None:
+        quant = ref.quant if ref.quant_given and ref.quant else DEFAULT_HUB_QUANT
+        return RefQuant(quant, ranked=(quant,))
+    return RefQuant(None)
 
 
 def _is_specialist(spec: ModelSpec, use: str) -> bool:
@@ -173,6 +276,9 @@ def _reasons(best: Candidate, others: Sequence[Candidate], catalog: Catalog, use
         f"{_ctx_label(p.ctx)} context, about {best.speed:.0f} tok/s "
         f"({p.speed.low:.0f}-{p.speed.high:.0f})",
     ]
+    if best.too_slow:
+        reasons[0] += (f", under the {min_speed:g} tok/s floor: no model reaches it on this "
+                       "machine")
     info = catalog.quant_table.get(best.quant.quant)
     kld = f"KLD {quant_kld(catalog, best.quant.quant):.3f} on Llama-3-8B"
     if info is None or info.loss_assumed:
@@ -195,52 +301,32 @@ def _reasons(best: Candidate, others: Sequence[Candidate], catalog: Catalog, use
 
 
 def rank(catalog: Catalog, hw: Hardware, budget: Budget, *, use: str = "chat",
-         ctx: int | None = None, min_speed: float = DEFAULT_MIN_SPEED,
+         ctx: int | None = None, min_speed: float | None = None,
          top: int = 5) -> list[Pick]:
-    """The best `top` picks, best first: one per model, at its best-scoring quant."""
+    """The best `top` picks, best first: one per model, at the quant `choose_quant` picks.
+
+    A floor the person set (`min_speed`) is strict. The default floor is not: when no model
+    reaches it here, the best of what runs is shown, each pick saying it is under the floor.
+    """
     if use not in USES:
         raise ValueError(f"unknown use {use!r}")
-    everything = candidates(catalog, hw, budget, use, ctx, min_speed)
-    accepted = [c for c in everything if c.rejected is None]
-    best_per_model: dict[str, Candidate] = {}
-    for c in accepted:
-        current = best_per_model.get(c.spec.id)
-        if current is None or c.score > current.score:
-            best_per_model[c.spec.id] = c
-    ordered = sorted(best_per_model.values(), key=_tier_key(use), reverse=True)[:top]
-    # Rejections worth citing: the best-scoring quant of each model that has no accepted quant.
-    rejected_models: dict[str, Candidate] = {}
-    for c in everything:
-        if c.rejected and c.spec.id not in best_per_model:
-            current = rejected_models.get(c.spec.id)
-            if current is None or c.score > current.score:
-                rejected_models[c.spec.id] = c
+    strict = min_speed is not None
+    min_speed = DEFAULT_MIN_SPEED if min_speed is None else min_speed
+    choices = [choose_quant(catalog, spec, hw, budget, use=use, ctx=ctx, min_speed=min_speed)
+               for spec in catalog.models(use)]
+    accepted = [c.candidate for c in choices if c.candidate.rejected is None]
+    below_floor = not accepted and not strict
+    if below_floor:  # nothing reaches the floor: the best of what runs, said plainly
+        accepted = [c.candidate for c in choices if c.candidate.too_slow]
+    ordered = sorted(accepted, key=_tier_key(use), reverse=True)[:top]
+    # Rejections worth citing: each model that has no acceptable quant, at its chosen one.
+    rejected = [c.candidate for c in choices if c.candidate.rejected is not None
+                and c.candidate not in accepted]
     return [Pick(c.spec, c.quant, use, plan_for(c.spec, c.quant, hw, budget, c.plan.ctx), c.speed,
-                 round(c.score, 2),
-                 _reasons(c, list(rejected_models.values()), catalog, use, min_speed))
-            for c in ordered]
+                 round(c.score, 2), _reasons(c, rejected, catalog, use, min_speed),
+                 below_floor) for c in ordered]
 
 
 def plan_for(spec: ModelSpec, qf: QuantFile, hw: Hardware, budget: Budget, ctx: int) -> Plan:
     """The full plan of a catalog model at a quant: what `qwen fit MODEL:QUANT` shows."""
     return plan(shape_from_catalog(spec, qf), hw, budget, Options(ctx=ctx))
-
-
-def best_quant(catalog: Catalog, spec: ModelSpec, hw: Hardware, budget: Budget, *,
-               use: str | None = None, ctx: int | None = None,
-               min_speed: float = DEFAULT_MIN_SPEED) -> QuantFile | None:
-    """The quant `qwen recommend` would pick for this model on this machine (None: none fits).
-
-    A model outside the use case's list is scored for its own first use case.
-    """
-    use = use if use in USES and use in spec.use else next(
-        (u for u in spec.use if u in USES), "chat")
-    model_ctx = ctx if ctx is not None else min(DEFAULT_CTX[use], spec.context_max)
-    best: Candidate | None = None
-    for quant in spec.quants:
-        c = _consider(catalog, spec, quant, hw, budget, model_ctx, min_speed, use)
-        if c.rejected:
-            break
-        if best is None or c.score > best.score:
-            best = c
-    return best.quant if best else None

@@ -15,10 +15,14 @@ from qwencli.output import Section
 from qwencli.units import format_bytes, format_rate
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from qwencli.catalog import ModelSpec
     from qwencli.fit import Breakdown, Plan
+    from qwencli.hub import PullResult
     from qwencli.planner import FitResult
     from qwencli.recommend import Pick
+    from qwencli.store import LocalModel
 
 
 def hardware_document(hw: Hardware, budget: Budget) -> dict[str, Any]:
@@ -175,6 +179,11 @@ def speed_text(p: Plan) -> str:
 
 def fit_document(result: FitResult) -> dict[str, Any]:
     doc = plan_document(result.plan)
+    doc["file"] = result.file
+    choice = result.choice
+    doc["quant_choice"] = None if choice is None else {
+        "quant": choice.quant, "chosen": choice.reason is not None, "reason": choice.reason,
+        "below_speed_floor": choice.below_floor, "over_budget": choice.over_budget}
     doc["notes"] = list(result.notes)
     return doc
 
@@ -191,6 +200,7 @@ def fit_sections(result: FitResult, hw: Hardware) -> list[Section]:
         ("placement", placement_text(p)),
         ("speed", speed_text(p)),
         ("machine", hw.source),
+        *((("file", result.file),) if result.file else ()),
     )
     columns = [("host (RAM)", p.host.breakdown, p.host.budget_bytes)]
     columns += [(f"GPU {d.index}", d.breakdown, d.budget_bytes) for d in p.devices]
@@ -247,6 +257,7 @@ def recommend_document(picks: Sequence[Pick], hw: Hardware, budget: Budget, use:
                 "use": pick.use,
                 "score": pick.score,
                 "speed_tok_s": round(pick.speed, 1),
+                "below_speed_floor": pick.below_floor,
                 "reasons": list(pick.reasons),
                 "file": {"repo": pick.quant.repo, "files": list(pick.quant.files),
                          "size_bytes": pick.quant.size_bytes, "approx": pick.quant.approx},
@@ -281,7 +292,9 @@ def recommend_sections(picks: Sequence[Pick], hw: Hardware, use: str, ctx: int |
             placement = "CPU"
         table.append((str(number), pick.spec.id, pick.quant.quant, _ctx_text(p.ctx), placement,
                       memory, f"{p.speed.low:.0f}-{p.speed.high:.0f}", f"{pick.score:.1f}"))
-    sections = [Section(title, header=header, table=tuple(table))]
+    floor_note = (f"nothing here reaches {min_speed:g} tok/s: these are the best of what runs",) \
+        if picks[0].below_floor else ()
+    sections = [Section(title, header=header, table=tuple(table), notes=floor_note)]
     top = picks[0]
     sections.append(Section(f"Why {top.spec.id} {top.quant.quant}",
                             notes=(*(f"- {reason}" for reason in top.reasons),
@@ -312,3 +325,123 @@ def models_sections(models: Sequence[ModelSpec], use: str | None) -> list[Sectio
                                    "quality"), table=table,
                     notes=("quality: the prior used for ranking (published results where "
                            "known, see profiles/models/)",))]
+
+
+# --------------------------------------------------------------------------------------------
+# Downloads: qwen pull, qwen list, qwen rm
+
+
+def pulled_ref(r: PullResult) -> str:
+    """The reference that names exactly what was pulled: catalog id or repo, with its quant."""
+    if r.model_id and r.quant:
+        return f"{r.model_id}:{r.quant}"
+    if r.quant:
+        return f"{r.repo}:{r.quant}"
+    return str(r.path)
+
+
+def pull_document(r: PullResult) -> dict[str, Any]:
+    return {
+        "model": r.model_id,
+        "repo": r.repo,
+        "revision": r.revision,
+        "commit": r.commit,
+        "quant": r.quant,
+        "path": str(r.path),
+        "files": [{"path": remote.path, "local_path": str(local), "size_bytes": remote.size,
+                   "sha256": remote.sha256} for remote, local in zip(r.remote, r.files,
+                                                                     strict=False)],
+        "size_bytes": r.size_bytes,
+        "bytes_downloaded": r.bytes_downloaded,
+        "resumed": r.resumed,
+        "already_present": r.already_present,
+        "verified": r.verified,
+        "seconds": round(r.seconds, 3),
+        "warnings": list(r.warnings),
+    }
+
+
+def pull_sections(r: PullResult, ref: str) -> list[Section]:
+    name = r.model_id or r.repo
+    title = (f"Already downloaded: {name} {r.quant or ''}" if r.already_present
+             else f"Downloaded {name} {r.quant or ''}").rstrip()
+    first = r.remote[0].path if r.remote else r.path.name
+    files = (f"{first} ({format_bytes(r.size_bytes)})" if len(r.files) == 1 else
+             f"{first} and {len(r.files) - 1} more parts ({format_bytes(r.size_bytes)} in all)")
+    rows = [("repo", f"{r.repo} @ {r.commit[:12]}" if r.commit else r.repo),
+            ("file", files),
+            ("path", str(r.path))]
+    if not r.already_present:
+        rate = r.bytes_downloaded / r.seconds / 1e6 if r.seconds > 0 else 0.0
+        transfer = f"{format_bytes(r.bytes_downloaded)} in {r.seconds:.1f} s ({rate:.0f} MB/s)"
+        if r.resumed:
+            transfer += ", resumed"
+        rows.append(("transfer", transfer))
+        rows.append(("checked", "sha256 matches the Hub's listing" if r.verified else
+                     "size only (the Hub lists no sha256 for this file)"))
+    if r.model_id and r.quant:
+        chat_ref = f"{r.model_id}:{r.quant.lower()}"
+    elif r.quant and not ref.lower().endswith(".gguf"):
+        chat_ref = f"{r.repo}:{r.quant}"
+    else:
+        chat_ref = ref
+    return [Section(title, rows=tuple(rows), notes=(f"next: qwen chat -m {chat_ref}",))]
+
+
+def local_model_document(m: LocalModel) -> dict[str, Any]:
+    return {
+        "model": m.model_id,
+        "repo": m.repo,
+        "quant": m.quant,
+        "files": [f for f in m.files if f],
+        "parts": m.parts,
+        "parts_complete": m.parts_complete,
+        "size_bytes": m.size_bytes,
+        "downloaded_bytes": m.downloaded_bytes,
+        "complete": m.complete,
+        "percent": round(m.percent, 1) if m.percent is not None else None,
+        "path": str(m.path),
+        "commit": m.commit,
+        "refs": list(m.refs),
+    }
+
+
+def list_document(models: Sequence[LocalModel], cache: Path) -> dict[str, Any]:
+    return {
+        "cache_dir": str(cache),
+        "models": [local_model_document(m) for m in models],
+        "total_bytes": sum(m.downloaded_bytes for m in models),
+    }
+
+
+def download_status(m: LocalModel) -> str:
+    if m.complete:
+        return "complete"
+    if m.other_tool:
+        return f"partial ({format_bytes(m.downloaded_bytes)}, another tool's)"
+    parts = f", {m.parts_complete}/{m.parts} parts" if m.parts > 1 else ""
+    pct = f"{m.percent:.0f}%" if m.percent is not None else format_bytes(m.downloaded_bytes)
+    return f"partial {pct}{parts}"
+
+
+def list_sections(models: Sequence[LocalModel], cache: Path) -> list[Section]:
+    if not models:
+        return [Section("No GGUF models downloaded", rows=(("cache", str(cache)),),
+                        notes=("get one: qwen pull qwen3-8b (or `qwen recommend` first)",))]
+    table = tuple((m.model_id or "-", m.repo, m.quant or "?",
+                   format_bytes(m.size_bytes if m.size_bytes is not None else m.downloaded_bytes),
+                   download_status(m), str(m.path)) for m in models)
+    partial = [m for m in models if not m.complete]
+    total = format_bytes(sum(m.downloaded_bytes for m in models))
+    notes = [f"{len(models)} models, {total} in {cache}"]
+    if partial:
+        notes.append("partial downloads resume with `qwen pull MODEL`; `qwen rm MODEL` "
+                     "removes them")
+    return [Section("Downloaded models", header=("MODEL", "REPO", "QUANT", "SIZE", "STATUS",
+                                                 "PATH"), table=table, notes=tuple(notes))]
+
+
+def remove_sections(removed: Sequence[LocalModel], freed_bytes: int) -> list[Section]:
+    return [Section(f"Removed {len(removed)} download(s), {format_bytes(freed_bytes)} freed",
+                    table=tuple((m.model_id or "-", m.repo, m.quant or "?", m.name)
+                                for m in removed))]

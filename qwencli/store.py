@@ -23,15 +23,18 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from qwencli import gguf_names
+from qwencli.catalog import load_catalog, resolve_catalog_ref
 from qwencli.errors import QwenError
+from qwencli.fileio import atomic_copy, atomic_symlink, atomic_write
+from qwencli.refs import CatalogRef, HubRef, LocalRef, parse_ref
 
 SIDECAR_SUFFIX = ".qwen-pull.json"
-_SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -117,46 +120,36 @@ def write_ref(repo: str, revision: str, commit: str, cache: Path | None = None) 
     if revision == commit:
         return
     ref = repo_dir(repo, cache) / "refs" / revision
-    ref.parent.mkdir(parents=True, exist_ok=True)
-    if ref.is_file() and ref.read_text().strip() == commit:
-        return
-    tmp = ref.with_name(ref.name + ".tmp")
-    tmp.write_text(commit)
-    os.replace(tmp, ref)
+    with contextlib.suppress(OSError):
+        if ref.read_text().strip() == commit:
+            return
+    atomic_write(ref, commit)
 
 
 def link_snapshot(repo: str, commit: str, path: str, blob: str,
                   cache: Path | None = None, *, new_blob: bool = False) -> Path:
     """Point `snapshots/<commit>/<path>` at the blob: a relative symlink like huggingface_hub
-    makes, or where symlinks fail (Windows without developer mode) the file itself: a new
-    blob is moved there (no second copy on disk), an older one is copied."""
+    makes (replaced in one rename, so two processes linking it both succeed), or where symlinks
+    fail (Windows without developer mode) the file itself: a new blob is moved there (no second
+    copy on disk), an older one is copied."""
     source = blob_path(repo, blob, cache)
     target = snapshot_path(repo, commit, path, cache)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_symlink() or target.exists():
-        if target.resolve() == source.resolve():
-            return target
-        target.unlink()
+    if target.is_symlink() and target.resolve() == source.resolve():
+        return target
     try:
-        os.symlink(os.path.relpath(source, target.parent), target)
+        atomic_symlink(os.path.relpath(source, target.parent), target)
     except (OSError, NotImplementedError):
         if new_blob:
             os.replace(source, target)
         else:
-            tmp = target.with_name(target.name + ".tmp")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
+            atomic_copy(source, target)
     return target
 
 
 def write_sidecar(repo: str, blob: str, record: dict[str, Any], cache: Path | None = None
                   ) -> None:
     """What a partial blob will become, so `qwen list` can name it and give a percentage."""
-    path = sidecar_path(repo, blob, cache)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
+    atomic_write(sidecar_path(repo, blob, cache), json.dumps(record, indent=1))
 
 
 def read_sidecar(path: Path) -> dict[str, Any] | None:
@@ -208,28 +201,6 @@ class LocalModel:
         return self.files[0].rsplit("/", 1)[-1] if self.files and self.files[0] else "?"
 
 
-def quant_label(path: str) -> str | None:
-    """The quant a GGUF file name carries (Q4_K_M, UD-Q4_K_XL, BF16, ...)."""
-    from qwencli.hub import RemoteFile, quants_in
-
-    labels = quants_in([RemoteFile(path, 0, None)])
-    return labels[0] if labels else None
-
-
-def split_info(path: str) -> tuple[str, int, int] | None:
-    """(set key, part, parts) for `name-00002-of-00003.gguf`; None for a single file."""
-    match = _SPLIT_RE.search(path)
-    if not match:
-        return None
-    return path[: match.start()] + ".gguf", int(match.group(1)), int(match.group(2))
-
-
-def split_names(path: str, parts: int) -> list[str]:
-    """Every part name of a split set, given any part."""
-    base = _SPLIT_RE.sub("", path)
-    return [f"{base}-{i:05d}-of-{parts:05d}.gguf" for i in range(1, parts + 1)]
-
-
 def _iterdir(path: Path) -> list[Path]:
     try:
         return sorted(path.iterdir())
@@ -259,11 +230,6 @@ class _Part:
     partials: list[Path] = field(default_factory=list)
 
 
-def _is_gguf_model(path: str) -> bool:
-    lower = path.lower()
-    return lower.endswith(".gguf") and "mmproj" not in lower.rsplit("/", 1)[-1]
-
-
 def _scan_repo(folder: Path, repo: str) -> list[LocalModel]:
     refs: dict[str, list[str]] = {}
     refs_dir = folder / "refs"
@@ -277,7 +243,7 @@ def _scan_repo(folder: Path, repo: str) -> list[LocalModel]:
     parts_of: dict[tuple[str | None, str], int] = {}
 
     def slot(commit: str | None, rel: str) -> _Part:
-        info = split_info(rel)
+        info = gguf_names.split_info(rel)
         key, number, total = (info if info else (rel, 1, 1))
         parts_of[(commit, key)] = max(parts_of.get((commit, key), 1), total)
         group = groups.setdefault((commit, key), {})
@@ -289,7 +255,7 @@ def _scan_repo(folder: Path, repo: str) -> list[LocalModel]:
             continue
         for entry in _walk_files(commit_dir):
             rel = entry.relative_to(commit_dir).as_posix()
-            if not _is_gguf_model(rel):
+            if not gguf_names.is_model_file(rel):
                 continue
             try:
                 size = entry.stat().st_size  # follows the link: a broken one raises
@@ -306,7 +272,7 @@ def _scan_repo(folder: Path, repo: str) -> list[LocalModel]:
         if not record_file.name.endswith(SIDECAR_SUFFIX):
             continue
         record = read_sidecar(record_file)
-        if record is None or not _is_gguf_model(str(record["path"])):
+        if record is None or not gguf_names.is_model_file(str(record["path"])):
             continue
         blob = str(record["blob"])
         recorded.add(blob)
@@ -326,8 +292,6 @@ def _scan_repo(folder: Path, repo: str) -> list[LocalModel]:
                 if other.size is None and "size" in sibling:
                     other.size = int(sibling["size"])
 
-    from dataclasses import replace
-
     models: list[LocalModel] = []
     seen_complete: dict[tuple[str, tuple[Path | None, ...]], int] = {}
     # the commit refs/main names first, so duplicates across revisions keep that one
@@ -337,7 +301,7 @@ def _scan_repo(folder: Path, repo: str) -> list[LocalModel]:
         commit, set_key = key
         group = groups[key]
         total = parts_of[key]
-        parts = [group.get(i) or _Part(_part_name(set_key, i, total)) for i in
+        parts = [group.get(i) or _Part(gguf_names.part_name(set_key, i, total)) for i in
                  range(1, total + 1)]
         complete = all(p.complete for p in parts)
         files = tuple(p.path for p in parts)
@@ -355,8 +319,8 @@ def _scan_repo(folder: Path, repo: str) -> list[LocalModel]:
         first = parts[0].entries[0] if parts[0].entries else snapshots / (commit or "?") / \
             files[0]
         models.append(LocalModel(
-            repo=repo, commit=commit, files=files, quant=quant_label(files[0]), parts=total,
-            parts_complete=sum(p.complete for p in parts),
+            repo=repo, commit=commit, files=files, quant=gguf_names.quant_label(files[0]),
+            parts=total, parts_complete=sum(p.complete for p in parts),
             size_bytes=sum(s for s in sizes if s is not None) if None not in sizes else None,
             downloaded_bytes=sum(p.have for p in parts), complete=complete, path=first,
             refs=tuple(sorted(refs.get(commit or "", []))),
@@ -375,12 +339,6 @@ def _scan_repo(folder: Path, repo: str) -> list[LocalModel]:
                 size_bytes=None, downloaded_bytes=have, complete=False, path=item,
                 partials=(item,), other_tool=True))
     return models
-
-
-def _part_name(set_key: str, number: int, total: int) -> str:
-    if total == 1:
-        return set_key
-    return f"{set_key[: -len('.gguf')]}-{number:05d}-of-{total:05d}.gguf"
 
 
 def scan(cache: Path | None = None,
@@ -413,8 +371,6 @@ def scan_repo(repo: str, cache: Path | None = None) -> list[LocalModel]:
 
 def catalog_id_lookup() -> Callable[[str], str | None]:
     """repo -> catalog id; a broken user overlay only costs the names, not the listing."""
-    from qwencli.catalog import load_catalog
-
     try:
         catalog = load_catalog()
     except QwenError:
@@ -432,9 +388,7 @@ def catalog_id_lookup() -> Callable[[str], str | None]:
 
 
 def _matches_quant(m: LocalModel, quant: str) -> bool:
-    from qwencli.hub import RemoteFile, match_quant
-
-    return bool(match_quant([RemoteFile(m.files[0], 0, None)], quant))
+    return gguf_names.matches_quant(m.files[0], quant)
 
 
 def _revision_ok(m: LocalModel, repo: str, revision: str | None) -> bool:
@@ -465,8 +419,6 @@ def matching(ref: str, *, include_partial: bool, cache: Path | None = None
     """Downloads a MODEL reference names. Raises UsageError for a malformed reference or an
     unknown catalog model (with the nearest names). A catalog id or `owner/repo` without a
     quant names every quant of it."""
-    from qwencli.catalog import CatalogRef, HubRef, LocalRef, load_catalog, parse_ref
-
     parsed = parse_ref(ref)
     if isinstance(parsed, LocalRef):
         target = parsed.path.expanduser()
@@ -491,8 +443,6 @@ def matching(ref: str, *, include_partial: bool, cache: Path | None = None
             models = [m for m in models if not m.other_tool and _matches_quant(m, quant)]
         return _preferred(models)
     assert isinstance(parsed, CatalogRef)
-    from qwencli.catalog import resolve_catalog_ref
-
     catalog = load_catalog()
     spec, quant = resolve_catalog_ref(catalog, parsed)
     repos = list(dict.fromkeys(source.repo for source in spec.gguf
@@ -508,22 +458,16 @@ def matching(ref: str, *, include_partial: bool, cache: Path | None = None
 
 
 def replace_id(m: LocalModel, model_id: str | None) -> LocalModel:
-    from dataclasses import replace
-
     return replace(m, model_id=model_id)
 
 
-def find_model(ref: str) -> Path | None:
+def find_model(ref: str, prefer: Sequence[str] = ()) -> Path | None:
     """The local path of a COMPLETE download a MODEL reference names (the first part of a
-    split set, every part present), or None. Never a partial file; no network.
+    split set, every part present), or None. Never a partial file; no network, no hardware.
 
-    A local path is returned as it is when it exists. For a catalog id without a quant, the
-    best-ranked complete download of that model: the quant `qwen recommend` picks for this
-    machine if it is here, else the largest one not above it, else the smallest.
-    Raises UsageError for a malformed reference or an unknown catalog model.
+    A local path is returned as it is when it exists. Raises UsageError for a malformed
+    reference or an unknown catalog model. See `find_download` for `prefer`.
     """
-    from qwencli.catalog import CatalogRef, LocalRef, parse_ref
-
     parsed = parse_ref(ref)
     if isinstance(parsed, LocalRef):
         path = parsed.path.expanduser()
@@ -535,12 +479,24 @@ def find_model(ref: str) -> Path | None:
                 if entry in m.snapshot_files and not m.complete:
                     return None
         return path
+    found = find_download(ref, prefer)
+    return found.path if found is not None else None
+
+
+def find_download(ref: str, prefer: Sequence[str] = ()) -> LocalModel | None:
+    """The complete download a catalog or Hub reference names, or None.
+
+    When several match (a catalog id or `owner/repo` without a quant), the first quant in
+    `prefer` that is here wins (the recommender's order for this machine: the caller asks it),
+    then the revision `main` names, then the most recent.
+    """
     found = [m for m in matching(ref, include_partial=False) if m.complete]
     if not found:
         return None
-    if isinstance(parsed, CatalogRef) and parsed.quant is None and len(found) > 1:
-        return _best_ranked(parsed.id, found).path
-    return found[0].path
+    rank = {quant.upper(): i for i, quant in enumerate(prefer)}
+    ordered = sorted(enumerate(found), key=lambda item: (
+        rank.get((item[1].quant or "").upper(), len(rank)), item[0]))
+    return ordered[0][1]
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -549,50 +505,6 @@ def _inside(path: Path, folder: Path) -> bool:
     except ValueError:
         return False
     return True
-
-
-_MACHINE: dict[str, Any] = {}
-
-
-def _machine() -> tuple[Any, Any]:
-    """This machine and its budget, probed at most every few seconds: a caller may ask
-    find_model about many models in a row."""
-    import time
-
-    from qwencli.hardware.budget import plan_budget
-    from qwencli.hardware.probe import probe
-
-    now = time.monotonic()
-    if _MACHINE.get("probe") is not probe or now - _MACHINE.get("at", -1e9) > 10:
-        hw = probe()
-        _MACHINE.update(probe=probe, at=now, value=(hw, plan_budget(hw)))
-    return _MACHINE["value"]
-
-
-def _best_ranked(model: str, found: list[LocalModel]) -> LocalModel:
-    """Of several quants on disk, the one recommend would rank highest on this machine."""
-    from qwencli.catalog import load_catalog
-
-    catalog = load_catalog()
-    spec = catalog.get(model)
-    order = {q: i for i, q in enumerate(spec.quants)}  # fewest bits per weight first
-    known = [m for m in found if m.quant in order]
-    if not known:
-        return found[0]
-    best_index = None
-    try:
-        from qwencli.recommend import best_quant
-
-        hw, budget = _machine()
-        best = best_quant(catalog, spec, hw, budget)
-        best_index = order.get(best.quant) if best is not None else -1
-    except QwenError:
-        best_index = None
-    ranked = sorted(known, key=lambda m: order[m.quant or ""])
-    if best_index is None:
-        return ranked[-1]
-    fitting = [m for m in ranked if order[m.quant or ""] <= best_index]
-    return fitting[-1] if fitting else ranked[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -697,8 +609,9 @@ def _tidy(folder: Path) -> None:
 
 
 __all__ = [
-    "LocalModel", "RemoveResult", "StoreError", "blob_path", "find_model", "hub_cache",
-    "link_snapshot", "lock_path", "matching", "partial_path", "quant_label", "read_ref",
+    "LocalModel", "RemoveResult", "StoreError", "blob_path", "find_download", "find_model",
+    "hub_cache",
+    "link_snapshot", "lock_path", "matching", "partial_path", "read_ref",
     "remove", "repo_dir", "repo_of_dir", "scan", "scan_repo", "sidecar_path", "snapshot_path",
-    "split_info", "split_names", "write_ref", "write_sidecar",
+    "write_ref", "write_sidecar",
 ]

@@ -14,18 +14,15 @@ from qwencli.catalog import (
     ARCHITECTURES,
     USE_CASES,
     Catalog,
-    CatalogRef,
-    HubRef,
-    LocalRef,
     ModelSpec,
     clear_cache,
     load_catalog,
-    parse_ref,
     quant_file,
     resolve_catalog_ref,
 )
 from qwencli.errors import ConfigError, UsageError
 from qwencli.paths import config_dir
+from qwencli.refs import CatalogRef, HubRef, LocalRef, parse_ref
 
 DATA = Path(__file__).parent / "data" / "catalog"
 TINY = (DATA / "tiny.toml").read_text(encoding="utf-8")

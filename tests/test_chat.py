@@ -22,15 +22,16 @@ from typing import Any
 
 import pytest
 
-from qwencli import chat, model_select
 from qwencli.catalog import load_catalog
-from qwencli.chat import (
-    ChatConsole,
+from qwencli.chat import select as model_select
+from qwencli.chat import session as chat
+from qwencli.chat.engine import Prompt, Sampling, Stats
+from qwencli.chat.select import resolve_model, spec_for_file
+from qwencli.chat.session import (
     Command,
     ContextOverflowError,
     Conversation,
     LineCollector,
-    ReplyPrinter,
     Session,
     ThinkingSupport,
     ThinkSplitter,
@@ -45,11 +46,9 @@ from qwencli.chat import (
     strip_thinking,
     thinking_support,
 )
-from qwencli.engine import Prompt, Sampling, Stats
+from qwencli.chat.terminal import ChatConsole, ReplyPrinter
 from qwencli.errors import QwenError, UsageError
 from qwencli.gguf_info import GgufNotFoundError
-from qwencli.model_select import resolve_model, spec_for_file
-from qwencli.units import format_bytes
 from tests.gguf_fixtures import qwen3_tokenizer, write_qwen_gguf
 
 # ------------------------------------------------------------------------------------------
@@ -415,15 +414,13 @@ def test_model_order_flag_env_config(tmp_path: Path) -> None:
         path.write_bytes(b"GGUF")
     save_default_model(str(c))
     env = {"QWEN_MODEL": str(b)}
-    assert resolve_model(str(a), assume_yes=False, ask=None, hardware=_no_hardware,
-                         environ=env).path == a
-    choice = resolve_model(None, assume_yes=False, ask=None, hardware=_no_hardware,
-                           environ=env)
+    assert resolve_model(str(a), machine=_no_hardware, fetch=None, environ=env).path == a
+    choice = resolve_model(None, machine=_no_hardware, fetch=None, environ=env)
     assert (choice.path, choice.origin) == (b, "QWEN_MODEL")
-    choice = resolve_model(None, assume_yes=False, ask=None, hardware=_no_hardware, environ={})
+    choice = resolve_model(None, machine=_no_hardware, fetch=None, environ={})
     assert (choice.path, choice.origin, choice.label) == (c, "config", "c.gguf")
     with pytest.raises(GgufNotFoundError, match=r"nope\.gguf: no such file \(from QWEN_MODEL\)"):
-        resolve_model(None, assume_yes=False, ask=None, hardware=_no_hardware,
+        resolve_model(None, machine=_no_hardware, fetch=None,
                       environ={"QWEN_MODEL": str(tmp_path / "nope.gguf")})
 
 
@@ -436,48 +433,58 @@ def _whatif_machine() -> Any:
     return hw, plan_budget(hw)
 
 
-def test_without_a_model_the_top_recommendation_needs_consent(monkeypatch: pytest.MonkeyPatch,
-                                                              tmp_path: Path) -> None:
+def test_without_a_model_the_top_recommendation_is_fetched_only_when_allowed(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from qwencli import store
     from qwencli.recommend import rank
 
     hw, budget = _whatif_machine()
     top = rank(load_catalog(), hw, budget, use="chat", top=1)[0]
-    ref = f"{top.spec.id}:{top.quant.quant.lower()}"
-    monkeypatch.setattr(model_select, "_store_find", lambda r: None)
+    exact = f"{top.spec.id}:{top.quant.quant}"
+    monkeypatch.setattr(store, "find_download", lambda ref, prefer=(): None)
     with pytest.raises(QwenError) as missing:
-        resolve_model(None, assume_yes=False, ask=None, hardware=_whatif_machine, environ={})
-    assert missing.value.message == f"{ref} is not downloaded"
-    assert f"qwen pull {ref}" in missing.value.hint
-    asked: list[str] = []
-    with pytest.raises(QwenError):
-        resolve_model(None, assume_yes=False, ask=lambda q: asked.append(q) or False,
-                      hardware=_whatif_machine, environ={})
-    size = format_bytes(top.quant.size_bytes)
-    assert asked == [f"{ref} ({size}) is not downloaded. Download it now?"]
+        resolve_model(None, machine=_whatif_machine, fetch=None, environ={})
+    assert missing.value.message == f"{exact} is not downloaded"
+    assert f"qwen pull {exact}" in missing.value.hint
     pulled = tmp_path / "pulled.gguf"
-    monkeypatch.setattr(model_select, "_hub_pull", lambda r: pulled if r == ref else None)
-    choice = resolve_model(None, assume_yes=True, ask=None, hardware=_whatif_machine,
-                           environ={})
-    assert (choice.path, choice.label, choice.origin) == (pulled, ref, "recommended")
+    fetched: list[tuple[str, str | None]] = []
+    choice = resolve_model(None, machine=_whatif_machine, environ={},
+                           fetch=lambda ref, quant: fetched.append((ref, quant)) or pulled)
+    assert fetched == [(exact, top.quant.quant)]  # the quant recommend picked, by name
+    assert (choice.path, choice.label, choice.origin) == (
+        pulled, f"{top.spec.id}:{top.quant.quant.lower()}", "recommended")
     assert choice.spec is top.spec
+
+
+@dataclass(frozen=True)
+class _Download:
+    path: Path
+    quant: str
 
 
 def test_a_downloaded_model_beats_the_top_recommendation(monkeypatch: pytest.MonkeyPatch,
                                                          tmp_path: Path) -> None:
-    from qwencli.recommend import rank
+    from qwencli import store
+    from qwencli.recommend import default_quant, rank
+    from qwencli.refs import CatalogRef
 
     hw, budget = _whatif_machine()
     picks = rank(load_catalog(), hw, budget, use="chat", top=50)
-    here = picks[2].spec.id  # the third-best model is on disk, at some quant
+    here = picks[2].spec.id  # the third-best model is on disk, at another quant
+    other = next(q for q in picks[2].spec.quants if q != picks[2].quant.quant)
     path = tmp_path / "here.gguf"
-    monkeypatch.setattr(model_select, "_store_find", lambda r: path if r == here else None)
-    choice = resolve_model(None, assume_yes=False, ask=None, hardware=_whatif_machine,
-                           environ={})
-    assert (choice.path, choice.label, choice.origin) == (path, here, "downloaded")
+    monkeypatch.setattr(store, "find_download", lambda ref, prefer=(): _Download(path, other)
+                        if ref == here else None)
+    choice = resolve_model(None, machine=_whatif_machine, fetch=None, environ={})
+    assert (choice.path, choice.label, choice.origin, choice.quant) == (
+        path, here, "downloaded", other)
+    default = default_quant(CatalogRef(here), load_catalog(), _whatif_machine).quant
+    assert choice.notes == (f"using the downloaded {other}; the default here is {default} "
+                            f"(`qwen pull {here}:{default}` fetches it)",)
 
 
 def test_plan_load_shrinks_a_default_context_or_explains(tmp_path: Path) -> None:
-    from qwencli.engine import OutOfMemoryError
+    from qwencli.chat.engine import OutOfMemoryError
     from qwencli.fit import Options, plan
     from qwencli.gguf_info import read_model
     from qwencli.hardware.model import Budget

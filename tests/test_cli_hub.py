@@ -15,17 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from qwencli import cli_hub, hub, store
+from qwencli import hub, output, store
+from qwencli.cli import app
+from qwencli.hardware.budget import plan_budget
 from tests import fake_hub
 from tests.test_hub import MiB, payload, serve, sha
 
-# The app as a user runs it, with these commands registered (register() is idempotent, so this
-# holds whether or not cli.py already calls it).
-LAUNCH = ("import sys; from qwencli.cli import app, main; from qwencli.cli_hub import register; "
-          "register(app); sys.argv[0] = 'qwen'; main()")
+# The app as a user runs it.
+LAUNCH = "import sys; from qwencli.cli import main; sys.argv[0] = 'qwen'; main()"
 
 
 @pytest.fixture
@@ -33,30 +32,13 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[fake_hub.F
     yield from serve(tmp_path, monkeypatch)
 
 
-def make_app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """qwen"""
-
-    cli_hub.register(app)
-    cli_hub.register(app)  # twice: still one of each
-    return app
-
-
 def run(*args: str, input: str | None = None):
-    return CliRunner().invoke(make_app(), list(args), input=input)
+    return CliRunner().invoke(app, list(args), input=input)
 
 
 def qwen(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", LAUNCH, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kwargs)
-
-
-def test_register_adds_each_command_once() -> None:
-    names = [c.name for c in make_app().registered_commands]
-    assert names == ["pull", "list", "rm"]
 
 
 def test_pull_json_document(fake) -> None:
@@ -265,7 +247,7 @@ def test_rm_needs_yes_without_a_terminal(fake) -> None:
 def test_rm_asks_on_a_terminal(fake, monkeypatch) -> None:
     fake.add_file("o/r", "m-Q4_K_M.gguf", payload(1000))
     run("pull", "o/r")
-    monkeypatch.setattr(cli_hub, "_interactive", lambda: True)
+    monkeypatch.setattr(output, "can_ask", lambda: True)
     declined = run("rm", "o/r", input="n\n")
     assert declined.exit_code == 1 and "nothing removed" in declined.stderr
     assert "Remove? [y/N]" in declined.stderr
@@ -296,7 +278,8 @@ def test_on_a_terminal_pull_draws_a_bar_and_rm_asks(fake) -> None:
     fake.add_file("o/r", "m-Q4_K_M.gguf", payload(3 * MiB))
     fake.throttle_bps = 6 * MiB  # half a second, so the bar is drawn while it runs
     seen = io.StringIO()
-    pull = pexpect.spawn(sys.executable, ["-c", LAUNCH, "pull", "o/r"], env=dict(os.environ),
+    colour = {key: value for key, value in os.environ.items() if key != "NO_COLOR"}
+    pull = pexpect.spawn(sys.executable, ["-c", LAUNCH, "pull", "o/r"], env=colour,
                          encoding="utf-8", timeout=30, dimensions=(24, 120))
     pull.logfile_read = seen
     pull.expect(pexpect.EOF)
@@ -320,15 +303,20 @@ def test_on_a_terminal_pull_draws_a_bar_and_rm_asks(fake) -> None:
 
 def test_a_default_quant_that_does_not_fit_is_confirmed_on_a_terminal(fake, monkeypatch
                                                                        ) -> None:
-    import qwencli.recommend
+    import qwencli.cli._common
+    from qwencli.hardware.probe import probe
+    from qwencli.hardware.whatif import WhatIf, resolve_hardware
 
-    monkeypatch.setattr(qwencli.recommend, "best_quant", lambda *a, **k: None)
-    monkeypatch.setattr(cli_hub, "_interactive", lambda: True)
+    tiny = resolve_hardware(WhatIf(ram_bytes=64 * MiB, cpu_only=True), probe)
+    monkeypatch.setattr(qwencli.cli._common, "machine",
+                        lambda whatif=None: (tiny, plan_budget(tiny)))
+    monkeypatch.setattr(output, "can_ask", lambda: True)
     fake.add_file("hubtest/HubTest-1B-GGUF", "HubTest-1B-Q4_K_M.gguf", payload(1000))
     declined = run("pull", "hubtest-1b", input="n\n")
     assert declined.exit_code == 1
-    assert declined.stderr.startswith("warning: no quant of hubtest-1b fits this machine's "
-                                      "memory budget; pulling Q4_K_M")
+    assert declined.stderr.startswith(
+        "warning: no quant of hubtest-1b fits this machine's memory at 8K context; Q4_K_M is "
+        "the usual default; pulling it anyway (choose another with --quant)")
     assert "Download HubTest-1B-Q4_K_M.gguf (1000 B) anyway? [y/N]" in declined.stderr
     assert "error: nothing downloaded" in declined.stderr
     assert [r for r in fake.requests if "/resolve/" in r.path] == []

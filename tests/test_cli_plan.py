@@ -118,8 +118,10 @@ def test_fit_of_a_hub_file_path(hub, tmp_path: Path) -> None:
 def test_hub_reference_with_a_missing_quant_lists_what_is_there(hub, tmp_path: Path) -> None:
     hub.add_file("someone/repo", "m-Q8_0.gguf", write_qwen_gguf(tmp_path / "t.gguf"))
     result = run("fit", "someone/repo:Q4_K_M")
-    assert result.exit_code == 2
-    assert "has no Q4_K_M file; it has: Q8_0" in result.stderr
+    pulled = run("pull", "someone/repo:Q4_K_M")
+    assert result.exit_code == pulled.exit_code == 1  # the same resolution, the same answer
+    assert result.stderr == pulled.stderr
+    assert "error: someone/repo has no Q4_K_M file; it has Q8_0" in result.stderr
 
 
 def test_missing_hub_repository_is_one_line(hub) -> None:
@@ -236,7 +238,7 @@ def test_catalog_reference_reads_the_downloaded_file_offline(hub, monkeypatch,
 
     tiny = write_qwen_gguf(tmp_path / "tiny.gguf", n_layers=3)
     hub.add_file("Qwen/Qwen3-0.6B-GGUF", "Qwen3-0.6B-Q8_0.gguf", tiny)
-    pulled = pull_model("qwen3-0.6b:Q8_0", progress=False)
+    pulled = pull_model("qwen3-0.6b:Q8_0")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     doc = json.loads(run("fit", "qwen3-0.6b:Q8_0", "--json").stdout)
     assert doc["source"] == "header" and doc["n_layers"] == 3

@@ -55,16 +55,6 @@ def test_odd_strings_survive_the_file() -> None:
     assert config.load_config() == {"default-model": odd}
 
 
-def test_register_is_idempotent() -> None:
-    from qwencli.cli_chat import register
-
-    before = [c.name for c in app.registered_commands]
-    register(app)
-    assert [c.name for c in app.registered_commands] == before
-    assert before.count("chat") == 1
-    assert [g.name for g in app.registered_groups].count("config") == 1
-
-
 def test_cli_commands() -> None:
     runner = CliRunner()
     done = runner.invoke(app, ["config", "get", "default-model"])

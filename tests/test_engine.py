@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qwencli.engine import (
+from qwencli.chat.engine import (
     ChatTemplate,
     Engine,
     EngineError,

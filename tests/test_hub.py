@@ -10,13 +10,13 @@ import hashlib
 import os
 import shutil
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from qwencli import hub, store
-from qwencli.catalog import load_catalog
 from qwencli.errors import UsageError
 from tests import fake_hub
 from tests.gguf_fixtures import write_qwen_gguf
@@ -113,14 +113,14 @@ def test_gated_repo_without_and_with_a_token(fake, monkeypatch) -> None:
     fake.add_file("o/gated", "m-Q4_K_M.gguf", payload(4096))
     fake.gated["o/gated"] = "hf_right"
     with pytest.raises(hub.HubAuthError) as no_token:
-        hub.pull_model("o/gated", progress=False)
+        hub.pull_model("o/gated")
     assert no_token.value.message.startswith("o/gated is gated")
     assert "HF_TOKEN" in no_token.value.hint and "hf auth login" in no_token.value.hint
     monkeypatch.setenv("HF_TOKEN", "hf_wrong")
     with pytest.raises(hub.HubAuthError, match="your token has no access"):
-        hub.pull_model("o/gated", progress=False)
+        hub.pull_model("o/gated")
     monkeypatch.setenv("HF_TOKEN", "hf_right")
-    result = hub.pull_model("o/gated", progress=False)
+    result = hub.pull_model("o/gated")
     assert result.path.read_bytes() == payload(4096)
 
 
@@ -163,35 +163,12 @@ def test_unknown_catalog_model_is_a_usage_error_with_nearest(fake) -> None:
         hub.resolve_pull("hubtest-1c")
 
 
-def test_catalog_default_quant_is_recommends_pick_for_this_machine(fake) -> None:
-    from qwencli.hardware.budget import plan_budget
-    from qwencli.hardware.probe import probe
-    from qwencli.recommend import best_quant
-
-    catalog = load_catalog()
-    spec = catalog.get("hubtest-1b")
-    hw = probe()
-    expected = best_quant(catalog, spec, hw, plan_budget(hw))
-    assert hub.machine_quant(catalog, spec)[0] == (expected.quant if expected else "Q4_K_M")
-    for i in (1, 2):
-        fake.add_file("mirror/HubTest-1B-GGUF", f"HubTest-1B-Q8_0-0000{i}-of-00002.gguf",
-                      payload(500, i))
-    for quant in ("Q4_K_M", "Q5_K_M"):
-        fake.add_file("mirror/HubTest-1B-GGUF", f"HubTest-1B-{quant}.gguf", payload(700))
-    plan = hub.resolve_pull("hubtest-1b")
-    assert plan.quant == (expected.quant if expected else "Q4_K_M")
-
-
-def test_catalog_default_is_q4_k_m_with_a_warning_when_nothing_fits(fake, monkeypatch) -> None:
-    import qwencli.recommend
-
-    monkeypatch.setattr(qwencli.recommend, "best_quant", lambda *a, **k: None)
+def test_the_hub_never_chooses_a_catalog_models_quant(fake) -> None:
+    # "which quant here" is the recommender's (recommend.default_quant); hub takes it
     fake.add_file("hubtest/HubTest-1B-GGUF", "HubTest-1B-Q4_K_M.gguf", payload(3000))
-    plan = hub.resolve_pull("hubtest-1b")
-    assert plan.quant == "Q4_K_M" and plan.over_budget
-    assert plan.warnings == ("no quant of hubtest-1b fits this machine's memory budget; "
-                             "pulling Q4_K_M (choose another with --quant or "
-                             "hubtest-1b:QUANT)",)
+    with pytest.raises(ValueError, match="needs a quant"):
+        hub.resolve_pull("hubtest-1b")
+    assert hub.resolve_pull("hubtest-1b", quant="Q4_K_M").quant == "Q4_K_M"
 
 
 def test_quant_option_and_reference_must_agree(fake) -> None:
@@ -211,7 +188,7 @@ def test_pull_one_real_gguf_into_the_hf_cache_layout(fake, tmp_path) -> None:
 
     source = write_qwen_gguf(tmp_path / "src.gguf")
     fake.add_file("o/r", "Tiny-Q4_K_M.gguf", source)
-    result = hub.pull_model("o/r", progress=False)
+    result = hub.pull_model("o/r")
     digest = sha(source.read_bytes())
     repo_dir = store.hub_cache() / "models--o--r"
     assert result.path == repo_dir / "snapshots" / fake_hub.COMMIT / "Tiny-Q4_K_M.gguf"
@@ -229,7 +206,7 @@ def test_pull_one_real_gguf_into_the_hf_cache_layout(fake, tmp_path) -> None:
     assert info.warnings == [] and [r.repo_id for r in info.repos] == ["o/r"]
     # a second pull transfers nothing
     gets = len(file_gets(fake))
-    again = hub.pull_model("o/r:q4_k_m", progress=False)
+    again = hub.pull_model("o/r:q4_k_m")
     assert again.already_present and again.bytes_downloaded == 0 and again.path == result.path
     assert len(file_gets(fake)) == gets
 
@@ -242,7 +219,7 @@ def test_pull_a_split_set_as_one(fake, tmp_path) -> None:
     parts = write_split_header_only_gguf(tmp_path / "m-Q8_0.gguf", tensors, 3)
     for part in parts:
         fake.add_file("o/r", f"Q8_0/{part.name}", part)
-    result = hub.pull_model("o/r:Q8_0", progress=False)
+    result = hub.pull_model("o/r:Q8_0")
     assert [p.name for p in result.files] == [p.name for p in parts]
     assert result.path.name == "m-Q8_0-00001-of-00003.gguf"
     assert result.bytes_downloaded == sum(p.stat().st_size for p in parts)
@@ -262,7 +239,7 @@ def test_hf_download_is_seen_by_qwen(fake) -> None:
                                 endpoint=fake.url))
     assert store.find_model("o/r") == path
     gets = len(file_gets(fake))
-    result = hub.pull_model("o/r", progress=False)
+    result = hub.pull_model("o/r")
     assert result.already_present and result.path == path
     assert len(file_gets(fake)) == gets
 
@@ -272,7 +249,7 @@ def test_a_cut_connection_resumes_with_range_in_the_same_call(fake, monkeypatch)
     data = payload(3 * MiB + 123)
     fake.add_file("o/r", "m-Q4_K_M.gguf", data)
     fake.fault("o/r", "m-Q4_K_M.gguf", cut_at=MiB + 7)
-    result = hub.pull_model("o/r", progress=False)
+    result = hub.pull_model("o/r")
     assert result.path.read_bytes() == data
     assert fake.ranges("m-Q4_K_M.gguf") == [None, f"bytes={MiB + 7}-"]
     assert [r.bytes_sent for r in file_gets(fake)] == [MiB + 7, len(data) - MiB - 7]
@@ -285,7 +262,7 @@ def test_a_partial_from_an_earlier_run_is_resumed(fake) -> None:
     partial = store.partial_path("o/r", sha(data))
     partial.parent.mkdir(parents=True)
     partial.write_bytes(data[:777_777])
-    result = hub.pull_model("o/r", progress=False)
+    result = hub.pull_model("o/r")
     assert fake.ranges("m-Q4_K_M.gguf") == ["bytes=777777-"]
     assert (result.resumed, result.bytes_downloaded) == (True, len(data) - 777_777)
     assert result.path.read_bytes() == data
@@ -298,7 +275,7 @@ def test_a_server_that_ignores_range_restarts_cleanly(fake) -> None:
     partial = store.partial_path("o/r", sha(data))
     partial.parent.mkdir(parents=True)
     partial.write_bytes(data[:1000])
-    result = hub.pull_model("o/r", progress=False)
+    result = hub.pull_model("o/r")
     assert result.path.read_bytes() == data and result.verified
 
 
@@ -307,14 +284,14 @@ def test_checksum_mismatch_removes_the_file(fake) -> None:
     fake.add_file("o/r", "m-Q4_K_M.gguf", data)
     fake.fault("o/r", "m-Q4_K_M.gguf", corrupt_at=4242)
     with pytest.raises(hub.ChecksumError) as exc:
-        hub.pull_model("o/r", progress=False)
+        hub.pull_model("o/r")
     assert exc.value.message.startswith("m-Q4_K_M.gguf: sha256 mismatch")
     assert exc.value.message.endswith("the file was removed")
     blobs = store.repo_dir("o/r") / "blobs"
     assert sorted(p.name for p in blobs.iterdir()) == []
     assert not (store.repo_dir("o/r") / "snapshots").exists()
     assert store.find_model("o/r") is None
-    assert hub.pull_model("o/r", progress=False).path.read_bytes() == data  # then it works
+    assert hub.pull_model("o/r").path.read_bytes() == data  # then it works
 
 
 def test_disk_full_is_refused_before_writing_a_byte(fake, monkeypatch) -> None:
@@ -323,7 +300,7 @@ def test_disk_full_is_refused_before_writing_a_byte(fake, monkeypatch) -> None:
     monkeypatch.setattr(shutil, "disk_usage",
                         lambda p: usage._replace(free=100 * MiB))  # < 10 MiB + 512 MiB margin
     with pytest.raises(hub.DiskSpaceError) as exc:
-        hub.pull_model("o/r", progress=False)
+        hub.pull_model("o/r")
     assert exc.value.message.startswith("not enough disk space for m-Q4_K_M.gguf: 10.0 MiB to "
                                         "download + 512.0 MiB margin, 100.0 MiB free on ")
     assert "HF_HUB_CACHE" in exc.value.hint
@@ -335,15 +312,15 @@ def test_offline_with_and_without_the_file(fake, monkeypatch) -> None:
     fake.add_file("o/r", "m-Q4_K_M.gguf", payload(4000))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(hub.HubError) as missing:
-        hub.pull_model("o/r", progress=False)
+        hub.pull_model("o/r")
     assert missing.value.message.startswith("cannot pull o/r: HF_HUB_OFFLINE is set; it is not "
                                             "in the cache")
     assert fake.requests == []
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    pulled = hub.pull_model("o/r", progress=False)
+    pulled = hub.pull_model("o/r")
     count = len(fake.requests)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    result = hub.pull_model("o/r:q4_k_m", progress=False)
+    result = hub.pull_model("o/r:q4_k_m")
     assert result.already_present and result.path == pulled.path
     assert result.remote[0].sha256 == sha(payload(4000))
     assert len(fake.requests) == count  # not one request
@@ -351,37 +328,79 @@ def test_offline_with_and_without_the_file(fake, monkeypatch) -> None:
 
 def test_unreachable_hub_falls_back_to_the_cache(fake, monkeypatch) -> None:
     fake.add_file("o/r", "m-Q4_K_M.gguf", payload(4000))
-    pulled = hub.pull_model("o/r", progress=False)
+    pulled = hub.pull_model("o/r")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # nobody listens there
     monkeypatch.setenv("HF_ENDPOINT", dead)
-    result = hub.pull_model("o/r", progress=False)
+    result = hub.pull_model("o/r")
     assert result.already_present and result.path == pulled.path
     assert result.warnings[0].startswith(f"cannot reach {dead} for o/r")
     with pytest.raises(hub.HubUnreachableError):
-        hub.pull_model("o/r:Q8_0", progress=False)
+        hub.pull_model("o/r:Q8_0")
 
 
-def test_a_download_in_another_process_is_not_joined(fake) -> None:
+def _pull_in_thread(ref: str) -> tuple[threading.Thread, threading.Event, list]:
+    """`pull_model` in a thread; the event is set when it starts waiting for the lock."""
+    waiting = threading.Event()
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(hub.pull_model(ref, on_wait=lambda message: (
+                outcome.append(message), waiting.set())))
+        except BaseException as exc:  # the test reads it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, waiting, outcome
+
+
+def test_a_file_another_process_downloads_is_waited_for_then_taken(fake) -> None:
     from filelock import FileLock
 
     data = payload(1000)
     fake.add_file("o/r", "m-Q4_K_M.gguf", data)
     lock_file = store.lock_path("o/r", sha(data))
     lock_file.parent.mkdir(parents=True)
-    with FileLock(str(lock_file)), pytest.raises(hub.DownloadBusyError):
-        hub.pull_model("o/r", progress=False)
+    with FileLock(str(lock_file)):  # "another process" holds the blob's lock ...
+        thread, waiting, outcome = _pull_in_thread("o/r")
+        assert waiting.wait(30)
+        store.blob_path("o/r", sha(data)).write_bytes(data)  # ... and finishes the file
+    thread.join(30)
+    message, result = outcome
+    assert message == ("m-Q4_K_M.gguf is being downloaded by another process; waiting for it "
+                       "(Ctrl-C stops waiting)")
+    assert result.bytes_downloaded == 0 and result.path.read_bytes() == data
+    assert file_gets(fake) == []  # nothing fetched twice
+
+
+def test_a_download_another_process_gave_up_is_resumed(fake) -> None:
+    from filelock import FileLock
+
+    data = payload(1000)
+    fake.add_file("o/r", "m-Q4_K_M.gguf", data)
+    lock_file = store.lock_path("o/r", sha(data))
+    lock_file.parent.mkdir(parents=True)
+    with FileLock(str(lock_file)):
+        thread, waiting, outcome = _pull_in_thread("o/r")
+        assert waiting.wait(30)
+        store.partial_path("o/r", sha(data)).write_bytes(data[:400])  # it stopped half-way
+    thread.join(30)
+    result = outcome[-1]
+    assert result.bytes_downloaded == 600 and result.path.read_bytes() == data
+    assert fake.ranges("m-Q4_K_M.gguf") == ["bytes=400-"]
 
 
 def test_consent_is_needed_off_a_terminal_only_for_a_download(fake) -> None:
     fake.add_file("o/r", "m-Q4_K_M.gguf", payload(1000))
     with pytest.raises(hub.HubError) as exc:
-        hub.pull_model("o/r", progress=False, assume_yes=False)
+        hub.pull_model("o/r", confirm=lambda question: False)
     assert exc.value.message == "o/r is not downloaded (m-Q4_K_M.gguf (1000 B) from o/r needed)"
     assert file_gets(fake) == []
-    hub.pull_model("o/r", progress=False)
-    assert hub.pull_model("o/r", progress=False, assume_yes=False).already_present
+    hub.pull_model("o/r")
+    assert hub.pull_model("o/r", confirm=lambda question: False).already_present
 
 
 def test_progress_sees_the_totals(fake) -> None:
@@ -418,10 +437,10 @@ def test_symlinks_unavailable_moves_the_file_into_the_snapshot(fake, monkeypatch
     monkeypatch.setattr(os, "symlink", no_symlink)
     data = payload(3000)
     fake.add_file("o/r", "m-Q4_K_M.gguf", data)
-    result = hub.pull_model("o/r", progress=False)
+    result = hub.pull_model("o/r")
     assert not result.path.is_symlink() and result.path.read_bytes() == data
     assert not store.blob_path("o/r", sha(data)).exists()  # moved, not copied
-    assert hub.pull_model("o/r", progress=False).already_present
+    assert hub.pull_model("o/r").already_present
     assert store.find_model("o/r") == result.path
 
 
@@ -433,7 +452,7 @@ def test_an_unwritable_cache_is_one_error(fake, monkeypatch) -> None:
 
     monkeypatch.setattr(store, "write_sidecar", refuse)
     with pytest.raises(store.StoreError) as exc:
-        hub.pull_model("o/r", progress=False)
+        hub.pull_model("o/r")
     assert exc.value.message == f"cannot write to the cache {store.hub_cache()}: " \
                                 "Permission denied"
     assert "HF_HUB_CACHE" in exc.value.hint
@@ -472,10 +491,10 @@ def test_a_disk_that_fills_up_mid_transfer_keeps_what_arrived(fake, monkeypatch)
 
     monkeypatch.setattr("builtins.open", fake_open)
     with pytest.raises(hub.DiskSpaceError) as exc:
-        hub.pull_model("o/r", progress=False)
+        hub.pull_model("o/r")
     assert exc.value.message.startswith("the disk filled up while downloading m-Q4_K_M.gguf")
     kept = store.partial_path("o/r", sha(data)).stat().st_size
     assert MiB <= kept < len(data)
     monkeypatch.setattr("builtins.open", real_open)
-    result = hub.pull_model("o/r", progress=False)
+    result = hub.pull_model("o/r")
     assert result.resumed and result.bytes_downloaded == len(data) - kept

@@ -39,7 +39,9 @@ def test_everything_recommended_fits_and_is_fast_enough(catalog, name: str, use:
         assert pick.plan.fits
         assert pick.plan.host_bytes <= pick.plan.host.budget_bytes
         assert all(d.bytes <= d.budget_bytes for d in pick.plan.devices)
-        assert pick.speed >= DEFAULT_MIN_SPEED
+        # the floor holds, unless nothing here reaches it: then every pick says so
+        assert pick.speed >= DEFAULT_MIN_SPEED or (
+            all(p.below_floor for p in picks) and "under the 10 tok/s floor" in pick.reasons[0])
         assert use in pick.spec.use
         assert pick.plan.ctx <= pick.spec.context_max
         assert pick.reasons and "to spare" in pick.reasons[0]

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from qwencli import store
-from qwencli.catalog import QuantFile
 from qwencli.errors import UsageError
 
 DATA = Path(__file__).parent / "data" / "hub"
@@ -139,23 +138,19 @@ def test_find_model_for_local_paths_revisions_and_catalog_ids(tmp_path, monkeypa
         store.find_model("hubtest-1c")
 
 
-@pytest.mark.parametrize(("pick", "expected"), [("Q8_0", "Q8_0"), ("Q5_K_M", "Q4_K_M"),
-                                                (None, "Q4_K_M")])
-def test_catalog_id_alone_prefers_the_best_ranked_download(monkeypatch, pick, expected) -> None:
+@pytest.mark.parametrize(("prefer", "expected"), [(("Q8_0", "Q4_K_M"), "Q8_0"),
+                                                  (("Q5_K_M", "Q4_K_M", "Q8_0"), "Q4_K_M"),
+                                                  ((), "Q8_0")])
+def test_catalog_id_alone_takes_the_first_preferred_download(monkeypatch, prefer,
+                                                             expected) -> None:
     import qwencli.hardware.probe
-    import qwencli.recommend
 
     paths = {q: put("mirror/HubTest-1B-GGUF", f"HubTest-1B-{q}.gguf", q.encode())
              for q in ("Q4_K_M", "Q8_0")}
-
-    def best_quant(catalog, spec, hw, budget, **kwargs):
-        return None if pick is None else QuantFile(pick, "r", ("f",), 1, 1, None, None, False,
-                                                   False, None, True)
-
-    monkeypatch.setattr(qwencli.hardware.probe, "probe", lambda: object())
-    monkeypatch.setattr("qwencli.hardware.budget.plan_budget", lambda hw: object())
-    monkeypatch.setattr(qwencli.recommend, "best_quant", best_quant)
-    assert store.find_model("hubtest-1b") == paths[expected]
+    # the store never asks the hardware: the caller (the recommender) gives the order
+    monkeypatch.setattr(qwencli.hardware.probe, "probe", lambda: pytest.fail("probed"))
+    os.utime(paths["Q8_0"], (2e9, 2e9))  # without a preference: the most recent download
+    assert store.find_model("hubtest-1b", prefer=prefer) == paths[expected]
 
 
 def test_remove_deletes_links_blobs_partials_and_keeps_the_cache_consistent() -> None:

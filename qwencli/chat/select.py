@@ -1,31 +1,40 @@
 """Which model `qwen chat` runs, and loading it with the plan `qwen fit` would show.
 
 Order when no model is named: -m, QWEN_MODEL, the config's default-model, the best-ranked
-downloaded model that fits, the top recommendation; a model that is not downloaded is pulled
-only with consent. The file is then planned exactly as `qwen fit` plans it (GPU layers and their
-split, context, flash attention, KV cache type), so what `recommend` promised is what runs.
+downloaded model that fits, the top recommendation. A name without a quant means the quant the
+recommender picks here (`recommend.default_quant`, the same one `qwen fit` plans and `qwen pull`
+fetches); when that one is not downloaded but another quant of the model is, the downloaded one
+runs (the recommender's order decides which), with a note. A model that is not downloaded at all
+is fetched only through the `fetch` callback (the terminal asks for consent first). The file is
+then planned exactly as `qwen fit` plans it (GPU layers and their split, context, flash
+attention, KV cache type), so what `recommend` promised is what runs.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qwencli import store
+from qwencli.catalog import ModelSpec, load_catalog, resolve_catalog_ref
 from qwencli.errors import QwenError
 from qwencli.fit import CTX_PAD
-from qwencli.recommend import DEFAULT_CTX
+from qwencli.recommend import DEFAULT_CTX, default_quant, rank
+from qwencli.refs import CatalogRef, HubRef, LocalRef, parse_ref, with_quant
 
 if TYPE_CHECKING:
-    from qwencli.catalog import ModelSpec
     from qwencli.fit import Plan
     from qwencli.hardware.model import Budget, Hardware
 
 DEFAULT_CHAT_CTX = DEFAULT_CTX["chat"]  # what `qwen recommend` plans for chat
 MIN_AUTO_CTX = 1024  # the smallest context chosen on its own when the default does not fit
+
+Machine = Callable[[], "tuple[Hardware, Budget]"]
+#: Downloads `ref` (a reference naming one quant or file) and returns the local path.
+Fetch = Callable[[str, "str | None"], Path]
 
 
 # ------------------------------------------------------------------------------------------
@@ -39,26 +48,11 @@ class ModelChoice:
     spec: ModelSpec | None
     quant: str | None
     origin: str  # "-m", "QWEN_MODEL", "config", "downloaded", "recommended"
-
-
-def _store_find(ref: str) -> Path | None:
-    """A complete local download of `ref`, or None (never the network)."""
-    from qwencli.store import find_model
-
-    return find_model(ref)
-
-
-def _hub_pull(ref: str) -> Path:
-    """Download `ref` (consent was given); progress bars only on a terminal."""
-    from qwencli.hub import pull_model
-
-    return Path(pull_model(ref, progress=sys.stderr.isatty(), assume_yes=True).path)
+    notes: tuple[str, ...] = ()
 
 
 def spec_for_file(path: Path) -> tuple[ModelSpec | None, str | None]:
     """The catalog model a local file is (by its Hub file name, or its HF-cache repo folder)."""
-    from qwencli.catalog import load_catalog
-
     try:
         catalog = load_catalog()
     except QwenError:
@@ -93,26 +87,44 @@ def configured_reference(model: str | None, environ: Mapping[str, str]) -> tuple
     return None
 
 
-def resolve_model(model: str | None, *, assume_yes: bool, ask: Callable[[str], bool] | None,
-                  hardware: Callable[[], tuple[Hardware, Budget]],
+@dataclass(frozen=True)
+class Wanted:
+    """What a reference means here, before anything is downloaded: the quant (and the text
+    naming exactly it), the catalog model, and a download of it when there is one."""
+
+    ref_text: str
+    exact: str  # the reference naming one quant or file (`qwen3-8b:Q4_K_M`)
+    quant: str | None
+    spec: ModelSpec | None
+    local: Path | None
+    notes: tuple[str, ...] = ()
+
+
+def wanted_model(ref_text: str, machine: Machine) -> Wanted:
+    """The quant and file `ref_text` means on this machine, and the download of it if any."""
+    ref = parse_ref(ref_text)
+    assert not isinstance(ref, LocalRef)
+    catalog = load_catalog()
+    choice = default_quant(ref, catalog, machine)  # UsageError: unknown names, nearest ones
+    spec = resolve_catalog_ref(catalog, ref)[0] if isinstance(ref, CatalogRef) else \
+        catalog.by_repo(ref.repo)
+    exact = with_quant(ref, choice.quant)
+    local = store.find_download(exact)
+    if local is None and choice.reason is not None:  # our default; another quant may be here
+        other = store.find_download(with_quant(ref, None), prefer=choice.ranked)
+        if other is not None:
+            return Wanted(ref_text, with_quant(ref, other.quant), other.quant, spec, other.path,
+                          (f"using the downloaded {other.quant}; the default here is "
+                           f"{choice.quant} (`qwen pull {exact}` fetches it)",))
+    return Wanted(ref_text, exact, choice.quant, spec, local.path if local else None)
+
+
+def resolve_model(model: str | None, *, machine: Machine, fetch: Fetch | None,
                   environ: Mapping[str, str] | None = None) -> ModelChoice:
-    """Find the file to load, offering to download it when it is missing.
-
-    Order: -m, QWEN_MODEL, the config's default-model, the best-ranked downloaded model that
-    fits, the top recommendation. `ask` asks the person (None: no terminal to ask on).
-    """
-    from qwencli.catalog import (
-        CatalogRef,
-        HubRef,
-        LocalRef,
-        load_catalog,
-        parse_ref,
-        quant_file,
-        resolve_catalog_ref,
-    )
-
+    """Find the file to load, fetching it through `fetch` when it is missing (None: nobody
+    agreed to a download, so a missing model is an error saying how to get it)."""
     named = configured_reference(model, os.environ if environ is None else environ)
-    ref_text, origin = named if named is not None else _pick_unnamed(hardware)
+    ref_text, origin = named if named is not None else _pick_unnamed(machine)
     ref = parse_ref(ref_text)
     if isinstance(ref, LocalRef):
         path = ref.path.expanduser()
@@ -125,43 +137,31 @@ def resolve_model(model: str | None, *, assume_yes: bool, ask: Callable[[str], b
                                          " or owner/repo:QUANT")
         spec, quant = spec_for_file(path)
         return ModelChoice(path, path.name, spec, quant, origin)
-    spec = quant = None
-    size = ""
-    if isinstance(ref, CatalogRef):
-        spec, quant = resolve_catalog_ref(load_catalog(), ref)  # UsageError: nearest names
-        if quant is not None:
-            from qwencli.units import format_bytes
-
-            size = f" ({format_bytes(quant_file(spec, quant).size_bytes)})"
-    elif isinstance(ref, HubRef):
-        spec = load_catalog().by_repo(ref.repo)
-        quant = ref.quant if ref.quant_given else None
-    found = _store_find(ref_text)
-    if found is None:
-        if assume_yes or (ask is not None and ask(f"{ref_text}{size} is not downloaded. "
-                                                  "Download it now?")):
-            found = _hub_pull(ref_text)
-        else:
-            raise QwenError(f"{ref_text} is not downloaded",
-                            hint=f"run `qwen pull {ref_text}` first, or add --yes to download "
-                                 "it now")
-    return ModelChoice(Path(found), ref_text, spec, quant, origin)
+    wanted = wanted_model(ref_text, machine)
+    path = wanted.local
+    if path is None:
+        if fetch is None:
+            raise QwenError(f"{wanted.exact} is not downloaded",
+                            hint=f"run `qwen pull {wanted.exact}` first, or add --yes to "
+                                 "download it now")
+        path = fetch(wanted.exact, wanted.quant)
+    quant = wanted.quant if not isinstance(ref, HubRef) or not ref.filename else None
+    return ModelChoice(Path(path), ref_text, wanted.spec, quant, origin, wanted.notes)
 
 
-def _pick_unnamed(hardware: Callable[[], tuple[Hardware, Budget]]) -> tuple[str, str]:
+def _pick_unnamed(machine: Machine) -> tuple[str, str]:
     """The best-ranked downloaded model that fits, else the top recommendation."""
-    from qwencli.catalog import load_catalog
-    from qwencli.recommend import rank
-
-    hw, budget = hardware()
+    hw, budget = machine()
     picks = rank(load_catalog(), hw, budget, use="chat", top=50)
     if not picks:
         raise QwenError("no Qwen model fits this machine's memory",
                         hint="`qwen recommend` shows why; `qwen chat -m FILE.gguf` runs a file")
     for pick in picks:
-        for ref in (f"{pick.spec.id}:{pick.quant.quant.lower()}", pick.spec.id):
-            if _store_find(ref) is not None:
-                return ref, "downloaded"
+        if store.find_download(f"{pick.spec.id}:{pick.quant.quant}") is not None:
+            return f"{pick.spec.id}:{pick.quant.quant.lower()}", "downloaded"
+    for pick in picks:
+        if store.find_download(pick.spec.id) is not None:
+            return pick.spec.id, "downloaded"
     top = picks[0]
     return f"{top.spec.id}:{top.quant.quant.lower()}", "recommended"
 
@@ -218,7 +218,7 @@ def plan_load(path: Path, request: LoadRequest, hw: Hardware, budget: Budget) ->
         have = budget.host_bytes + sum(g.bytes for g in budget.gpus if g.usable)
         fits = (f"; the largest context that fits is {max_ctx:,}" if max_ctx >= CTX_PAD
                 else "")
-        from qwencli.engine import OutOfMemoryError
+        from qwencli.chat.engine import OutOfMemoryError
 
         raise OutOfMemoryError(
             f"{path.name} needs {format_bytes(need)} at a {the_plan.ctx:,}-token context, "
@@ -229,9 +229,9 @@ def plan_load(path: Path, request: LoadRequest, hw: Hardware, budget: Budget) ->
 
 def open_model(choice: ModelChoice, request: LoadRequest, hw: Hardware,
                budget: Budget) -> Loaded:
-    from qwencli.engine import Engine, default_threads
+    from qwencli.chat.engine import Engine, default_threads
 
     the_plan, max_ctx, notes, quant = plan_load(choice.path, request, hw, budget)
     threads = request.threads or default_threads(hw.cpu.physical_cores)
     engine = Engine.load(choice.path, the_plan, n_threads=threads, verbose=request.verbose)
-    return Loaded(engine, the_plan, notes, choice.quant or quant, max_ctx)
+    return Loaded(engine, the_plan, (*choice.notes, *notes), choice.quant or quant, max_ctx)

@@ -1,0 +1,591 @@
+"""`qwen chat` at the terminal: one-shot answers, pipes and the interactive session.
+
+All of the chat's terminal I/O is here: stdout carries the answer only, ending in a newline
+(through `output.write`, so a reader that goes away stops the answer quietly); thinking goes to
+stderr (dimmed on a colour terminal) unless hidden or asked for on stdout; prompts, notes and
+questions go to stderr, so `qwen chat > answer.txt` keeps the file clean; Ctrl-C stops an answer
+between tokens. The conversation itself is chat.session; which model, chat.select.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from qwencli import output
+from qwencli.chat.engine import Stats
+from qwencli.chat.select import (
+    Fetch,
+    Loaded,
+    LoadRequest,
+    Machine,
+    ModelChoice,
+    open_model,
+    resolve_model,
+)
+from qwencli.chat.session import (
+    COMMANDS,
+    Command,
+    Conversation,
+    LineCollector,
+    Reply,
+    Session,
+    compose_prompt,
+    message_text,
+    parse_command,
+    parse_set,
+    reply_document,
+    thinking_support,
+)
+from qwencli.errors import EXIT_INTERRUPTED, EXIT_OK, QwenError, UsageError
+
+if TYPE_CHECKING:
+    from qwencli.chat.engine import ModelInfo
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """Everything `qwen chat` was asked for on the command line."""
+
+    model: str | None = None
+    prompt_words: tuple[str, ...] = ()
+    system: str | None = None
+    think: bool | None = None
+    hide_thinking: bool = False
+    show_thinking: bool = False
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    ctx: int | None = None
+    gpu_layers: int | None = None
+    threads: int | None = None
+    json: bool = False
+    stream: bool = True
+    verbose: bool = False
+    assume_yes: bool = False
+
+
+_DIM, _RESET = "\x1b[2m", "\x1b[0m"
+
+
+class ChatConsole:
+    """Where every chat line goes: the answer on stdout, everything else on stderr."""
+
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.colour = self.err is not None and output.wants_rich(self.err)
+
+    def dim(self, text: str) -> str:
+        return f"{_DIM}{text}{_RESET}" if self.colour and text else text
+
+    def say(self, text: str) -> None:
+        """Part of the answer, on stdout, now (output.StdoutClosed when nobody reads it)."""
+        output.write(text, self.out)
+
+    def tell(self, text: str) -> None:
+        """Text for the person (stderr), now."""
+        if self.err is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self.err.write(text)
+            self.err.flush()
+
+    def note(self, message: str) -> None:
+        self.tell(self.dim(message) + "\n")
+
+    def warn(self, message: str) -> None:
+        output.warn(message)
+
+    def error(self, message: str, hint: str | None = None) -> None:
+        output.error(message, hint)
+
+    def ask(self, question: str) -> bool:
+        """A yes/no question on the terminal (stderr), default yes."""
+        return output.confirm(question, default=True)
+
+    def read_line(self, prompt: str) -> str:
+        """One line typed at the prompt. The prompt goes where the person sees it: through
+        readline when stdout is the terminal (line editing redraws it), else on stderr, so
+        `qwen chat > answers.txt` keeps prompts out of the file."""
+        if self.out is not None and self.out.isatty():
+            return input(prompt)
+        self.tell(prompt)
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\n")
+
+
+class ReplyPrinter:
+    """Streams one reply: the answer to stdout (leading and trailing whitespace dropped, one
+    final newline), the thinking to stderr (dimmed on a colour terminal), or to stdout inside
+    <think> tags with --show-thinking, or nowhere with --hide-thinking."""
+
+    def __init__(self, console: ChatConsole, *, thinking_to: str, stream: bool = True) -> None:
+        self.console = console
+        self.thinking_to = thinking_to  # "stderr" | "stdout" | "hide"
+        self.stream = stream
+        self._answer_started = False
+        self._pending_ws = ""
+        self._thinking_open = False
+        self._buffered: list[tuple[str, str]] = []
+
+    def __call__(self, kind: str, text: str) -> None:
+        if not self.stream:
+            self._buffered.append((kind, text))
+            return
+        self._write(kind, text)
+
+    def _write(self, kind: str, text: str) -> None:
+        console = self.console
+        if kind == "thinking":
+            if self.thinking_to == "hide" or self._answer_started:
+                return
+            if not self._thinking_open:
+                self._thinking_open = True
+                if self.thinking_to == "stdout":
+                    console.say("<think>\n")
+                elif not console.colour:
+                    console.tell("Thinking...\n")
+            if self.thinking_to == "stdout":
+                console.say(text)
+            else:
+                console.tell(console.dim(text))
+            return
+        self._close_thinking()
+        if not self._answer_started:
+            text = text.lstrip()
+            if not text:
+                return
+            self._answer_started = True
+        body = text.rstrip()
+        if not body:
+            self._pending_ws += text
+            return
+        console.say(self._pending_ws + text[:len(body)])
+        self._pending_ws = text[len(body):]
+
+    def _close_thinking(self, final: bool = False) -> None:
+        if not self._thinking_open:
+            return
+        self._thinking_open = False
+        if self.thinking_to == "stdout":
+            # the block, a blank line, the answer's line (empty when no answer came)
+            self.console.say("\n</think>\n" if final else "\n</think>\n\n")
+        else:
+            self.console.tell("\n\n" if self.console.colour else "\n...done thinking.\n\n")
+
+    def finish(self) -> None:
+        """End the reply: buffered output (--no-stream), then the answer's newline."""
+        for kind, text in self._buffered:
+            self._write(kind, text)
+        self._buffered.clear()
+        self._close_thinking(final=True)
+        self.console.say("\n")
+
+
+class InterruptFlag:
+    """Ctrl-C during an answer sets a flag that the generation loop polls, so the answer stops
+    between tokens; a second Ctrl-C raises KeyboardInterrupt as usual."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __call__(self) -> bool:
+        return self.hit
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __enter__(self) -> InterruptFlag:
+        self.hit = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+
+def read_piped_stdin() -> str | None:
+    """All of stdin when it is a pipe or a file; None for a terminal or a closed stdin."""
+    stream = sys.stdin
+    if stream is None:
+        return None
+    try:
+        if stream.isatty():
+            return None
+        data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, bytes):
+        return data.decode("utf-8", errors="replace")
+    return data
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (OSError, ValueError):
+        return False
+
+
+def _thinking_target(opts: ChatOptions, one_shot: bool) -> str:
+    if opts.hide_thinking:
+        return "hide"
+    if opts.show_thinking and one_shot:
+        return "stdout"
+    return "stderr"
+
+
+def stats_line(stats: Stats) -> str:
+    return (f"prompt {stats.prompt_tokens:,} tokens ({stats.prompt_eval_tokens:,} evaluated, "
+            f"{stats.prompt_tok_s:.1f} tok/s) · answer {stats.completion_tokens:,} tokens, "
+            f"{stats.decode_tok_s:.1f} tok/s · first token after {stats.ttft_s:.2f} s")
+
+
+def _fetcher(console: ChatConsole, assume_yes: bool, can_ask: bool) -> Fetch | None:
+    """How a missing model is downloaded: with --yes, or after a "yes" at the terminal,
+    with progress on a terminal; None when nobody agreed (the choice then says how)."""
+    if not (assume_yes or can_ask):
+        return None
+
+    def fetch(ref: str, quant: str | None) -> Path:
+        from qwencli.hub import pull_model
+
+        show = console.err is not None and console.err.isatty()
+        result = pull_model(ref, quant=quant, progress=output.progress(show),
+                            confirm=None if assume_yes else console.ask,
+                            on_wait=console.note)
+        return result.path
+
+    return fetch
+
+
+def run_chat(opts: ChatOptions, machine: Machine) -> int:
+    """`qwen chat`: choose the mode, the model, load it, answer. Returns the exit code."""
+    if opts.hide_thinking and opts.show_thinking:
+        raise UsageError("--hide-thinking and --show-thinking contradict each other")
+    console = ChatConsole()
+    terminal = _stdin_is_terminal()
+    piped = None if terminal else read_piped_stdin()
+    text = compose_prompt(opts.prompt_words, piped)
+    if text is None and not terminal:
+        raise UsageError("nothing to answer: give a prompt, pipe one on stdin, or run "
+                         "`qwen chat` in a terminal for a session")
+    one_shot = text is not None
+    if opts.json and not one_shot:
+        raise UsageError("--json needs a prompt (one-shot mode): qwen chat --json \"...\"")
+
+    can_ask = terminal and console.err is not None and console.err.isatty()
+    choice = resolve_model(opts.model, machine=machine,
+                           fetch=_fetcher(console, opts.assume_yes, can_ask))
+    hw, budget = machine()
+    if not one_shot:
+        console.note(f"loading {choice.label} ...")
+    loaded = open_model(choice, LoadRequest(opts.ctx, opts.gpu_layers, opts.threads,
+                                            opts.verbose), hw, budget)
+    for note in loaded.notes:
+        console.warn(note)
+    engine = loaded.engine
+    session = Session(engine=engine, support=thinking_support(choice.spec, engine.template),
+                      spec=choice.spec, conversation=Conversation(system=opts.system),
+                      think=opts.think, overrides=dict(opts.overrides),
+                      max_ctx=max(loaded.max_ctx, engine.n_ctx))
+    warning = session.thinking().warning
+    if warning:
+        console.warn(warning)
+    if session.thinking().on and session.sampling().temperature == 0:
+        console.warn("Qwen advises against greedy decoding (temperature 0) while thinking: "
+                     "it can repeat itself endlessly")
+    try:
+        if one_shot:
+            assert text is not None
+            return run_once(session, text, opts, console, choice, loaded)
+        return run_repl(session, opts, console, choice, loaded)
+    finally:
+        engine.close()
+
+
+def run_once(session: Session, text: str, opts: ChatOptions, console: ChatConsole,
+             choice: ModelChoice, loaded: Loaded) -> int:
+    """One prompt, one answer, then exit (0, or 130 when Ctrl-C stopped the answer)."""
+    printer = ReplyPrinter(console, thinking_to=_thinking_target(opts, True),
+                           stream=opts.stream)
+    with InterruptFlag() as flag:
+        reply = session.reply(text, trim=False, on_piece=None if opts.json else printer,
+                              should_stop=flag)
+    sampling = session.sampling()
+    if opts.json:
+        output.print_json(reply_document(reply, choice.label, quant=loaded.quant,
+                                         path=choice.path, sampling=sampling,
+                                         thinking_on=session.thinking().on,
+                                         n_ctx=session.engine.n_ctx))
+    else:
+        printer.finish()
+    _after_reply(reply, session, console, opts.verbose)
+    if reply.stats.finish_reason == "interrupted":
+        console.tell("interrupted\n")
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _after_reply(reply: Reply, session: Session, console: ChatConsole, verbose: bool) -> None:
+    s = reply.stats
+    if reply.dropped:
+        console.note(f"note: dropped the {reply.dropped} oldest messages to fit the "
+                     f"{session.engine.n_ctx:,}-token context")
+    if s.context_full:
+        console.warn(f"the answer reached the end of the {session.engine.n_ctx:,}-token "
+                     "context; a larger --ctx allows longer answers")
+    elif reply.thinking_unfinished and s.finish_reason == "length":
+        console.warn("the answer ended while the model was still thinking; raise "
+                     "--max-tokens or use --no-think")
+    if verbose:
+        console.note(stats_line(s))
+
+
+def _history_file() -> Path | None:
+    if os.environ.get("QWEN_NOHISTORY", "").strip() not in ("", "0"):
+        return None
+    from qwencli.paths import config_dir
+
+    return config_dir() / "history"
+
+
+class _History:
+    """Line editing and persistent history through the stdlib readline, where it exists."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        try:
+            import readline
+        except ImportError:  # Windows without pyreadline: plain input()
+            self.readline: Any = None
+            return
+        self.readline = readline
+        readline.set_history_length(1000)
+        if path is not None and path.exists():
+            with contextlib.suppress(OSError):
+                readline.read_history_file(str(path))
+
+    def save(self) -> None:
+        if self.readline is None or self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.readline.write_history_file(str(self.path))
+        except OSError:
+            pass
+
+
+HELP_TEXT = "\n".join([*COMMANDS.values(),
+                       '"""                   begin and end a multi-line message',
+                       "Ctrl-C                stop the answer; Ctrl-D or /bye leaves"])
+
+
+def run_repl(session: Session, opts: ChatOptions, console: ChatConsole, choice: ModelChoice,
+             loaded: Loaded) -> int:
+    """The interactive session. Returns 0 when the person leaves (/bye or Ctrl-D)."""
+    history = _History(_history_file())
+    collector = LineCollector()
+    engine = session.engine
+    info: ModelInfo = engine.info
+    label = _model_label(choice, loaded)
+    where = (f"{loaded.plan.n_gpu_layers}/{loaded.plan.n_layers + 1} layers on the GPU"
+             if loaded.plan.n_gpu_layers else "CPU")
+    threads = f"{info.n_threads} thread{'s' if info.n_threads != 1 else ''}"
+    console.note(f"{label} · context {engine.n_ctx:,} tokens · {where}, {threads} · "
+                 f"thinking {_on_off(session.thinking().on)}")
+    console.note("type a message; /help for commands, /bye or Ctrl-D to leave")
+    try:
+        while True:
+            try:
+                line = console.read_line("... " if collector.in_block else ">>> ")
+            except EOFError:
+                console.tell("\n")
+                break
+            except KeyboardInterrupt:
+                collector.reset()
+                console.tell("\n")
+                console.note("(Ctrl-D or /bye leaves)")
+                continue
+            text = collector.feed(line)
+            if text is None:
+                continue
+            if collector.last_was_block:
+                message = text.strip("\n")
+            else:
+                try:
+                    command = parse_command(text)
+                except UsageError as exc:
+                    console.error(exc.message)
+                    continue
+                if command is not None:
+                    if _run_command(command, session, console, choice, label) == "bye":
+                        break
+                    continue
+                message = message_text(text)
+            if not message.strip():
+                continue
+            _answer(session, message, opts, console, label)
+    finally:
+        history.save()
+    return EXIT_OK
+
+
+def _answer(session: Session, message: str, opts: ChatOptions, console: ChatConsole,
+            label: str) -> None:
+    printer = ReplyPrinter(console, thinking_to=_thinking_target(opts, False),
+                           stream=opts.stream)
+    try:
+        with InterruptFlag() as flag:
+            reply = session.reply(message, on_piece=printer, should_stop=flag)
+    except QwenError as exc:
+        console.error(exc.message, exc.hint)
+        return
+    printer.finish()
+    if reply.stats.finish_reason == "interrupted":
+        console.note("(interrupted)")
+    _after_reply(reply, session, console, opts.verbose)
+    console.note(_status_line(session, label))
+
+
+def _status_line(session: Session, label: str) -> str:
+    reply = session.last
+    used = reply.stats.prompt_tokens + reply.stats.completion_tokens if reply else 0
+    speed = f" · {reply.stats.decode_tok_s:.1f} tok/s" if reply and reply.stats.decode_tok_s \
+        else ""
+    return f"[{label} · context {used:,}/{session.engine.n_ctx:,}{speed}]"
+
+
+def _model_label(choice: ModelChoice, loaded: Loaded) -> str:
+    quant = loaded.quant
+    if quant and quant.lower() not in choice.label.lower():
+        return f"{choice.label} ({quant})"
+    return choice.label
+
+
+def _on_off(value: bool) -> str:
+    return "on" if value else "off"
+
+
+def _run_command(command: Command, session: Session, console: ChatConsole,
+                 choice: ModelChoice, label: str) -> str | None:
+    """Carry out one slash command; "bye" ends the session."""
+    name, arg = command.name, command.arg
+    try:
+        if name == "bye":
+            return "bye"
+        if name == "help":
+            console.note(HELP_TEXT)
+        elif name == "clear":
+            session.conversation.clear()
+            console.note("conversation cleared")
+        elif name == "system":
+            if arg:
+                session.conversation.system = arg
+                console.note("system prompt set")
+            else:
+                console.note(f"system prompt: {session.conversation.system or '(none)'}")
+        elif name == "set":
+            _set(arg, session, console)
+        elif name in ("think", "no_think"):
+            session.think = name == "think"
+            choice_now = session.thinking()
+            if choice_now.warning:
+                console.warn(choice_now.warning.replace("--think", "/think"))
+            console.note(f"thinking {_on_off(choice_now.on)}")
+        elif name == "stats":
+            console.note(_stats_text(session, label))
+        elif name == "save":
+            if not arg:
+                raise UsageError("/save needs a file name")
+            path = Path(arg).expanduser()
+            save_conversation(path, session.conversation.to_document(
+                choice.label, session.thinking().on))
+            console.note(f"saved {len(session.conversation.messages)} messages to {path}")
+        elif name == "load":
+            if not arg:
+                raise UsageError("/load needs a file name")
+            loaded = load_conversation(Path(arg))
+            session.conversation = loaded
+            console.note(f"loaded {len(loaded.messages)} messages from {arg}")
+    except QwenError as exc:
+        console.error(exc.message, exc.hint)
+    return None
+
+
+def _set(arg: str, session: Session, console: ChatConsole) -> None:
+    parts = arg.split()
+    if not parts:
+        for key, value in session.settings().items():
+            mark = " (set)" if key in session.overrides else ""
+            console.note(f"{key} = {'default' if value is None else value}{mark}")
+        return
+    if parts[0].lower() == "parameter":  # Ollama's `/set parameter NAME VALUE`
+        parts = parts[1:]
+    if len(parts) != 2:
+        raise UsageError("usage: /set NAME VALUE, e.g. /set temperature 0.3")
+    key, value = parse_set(parts[0], parts[1])
+    if value is None:
+        session.overrides.pop(key, None)
+    else:
+        session.overrides[key] = value
+    current = session.settings()[key]
+    console.note(f"{key} = {'default' if current is None else current}"
+                 + ("" if value is not None else " (default)"))
+
+
+def _stats_text(session: Session, label: str) -> str:
+    lines = [_status_line(session, label)]
+    if session.last is not None:
+        s = session.last.stats
+        lines.append(stats_line(s))
+        lines.append(f"finish: {s.finish_reason}")
+    else:
+        lines.append("no answer yet")
+    lines.append(f"thinking {_on_off(session.thinking().on)}; "
+                 + ", ".join(f"{k}={v}" for k, v in session.settings().items()))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------
+# Saved conversations
+
+
+def save_conversation(path: Path, document: Mapping[str, Any]) -> None:
+    path = path.expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
+    except OSError as exc:
+        raise QwenError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def load_conversation(path: Path) -> Conversation:
+    path = path.expanduser()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise QwenError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise QwenError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise QwenError(f"{path}: not a JSON conversation ({exc})") from None
+    return Conversation.from_document(data, str(path))

@@ -1,0 +1,182 @@
+"""What every command shares: errors mapped at the edge, the what-if options, the machine.
+
+Commands raise domain errors (`QwenError`); `handle_errors` turns them into one line on stderr
+and the documented exit code, once, here. Only typer and the light bottom modules are imported
+at module level, so that `qwen --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
+
+import typer
+from typer.core import TyperCommand
+
+from qwencli import output
+from qwencli.errors import EXIT_ERROR, EXIT_INTERRUPTED, QwenError
+
+if TYPE_CHECKING:
+    from qwencli.hardware.model import Budget, Hardware
+    from qwencli.hardware.whatif import WhatIf
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(func: F) -> F:
+    """Map domain errors, Ctrl-C and a closed stdout to a message and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except QwenError as exc:
+            output.error(exc.message, exc.hint)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            output.interrupted()
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except output.StdoutClosed as exc:
+            raise typer.Exit(exc.exit_code) from None
+        except Exception as exc:
+            if os.environ.get("QWEN_DEBUG"):
+                raise
+            mapped = output.write_error(exc)
+            if mapped is not None:  # stdout went away or cannot be written
+                raise typer.Exit(mapped) from None
+            output.error(f"unexpected {type(exc).__name__}: {exc}",
+                         "run again with QWEN_DEBUG=1 for the traceback, and report it")
+            raise typer.Exit(EXIT_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class PanelCommand(TyperCommand):
+    """Plain help that still groups options under their panel ("What-if hardware", ...):
+    Typer draws panels only with Rich, which costs `qwen --help` its start-up budget."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        panels: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                title = getattr(param, "rich_help_panel", None) or (
+                    "Arguments" if param.param_type_name == "argument" else "Options")
+                panels.setdefault(title, []).append(record)
+        order = {"Arguments": 0, "Options": 1}
+        for title, records in sorted(panels.items(), key=lambda item: order.get(item[0], 2)):
+            with formatter.section(title):
+                formatter.write_dl(records)
+
+
+def command_app(**kwargs: Any) -> typer.Typer:
+    """A command module's own small app: plain help (see PanelCommand), no completion."""
+    return typer.Typer(rich_markup_mode=None, add_completion=False,
+                       pretty_exceptions_enable=False, **kwargs)
+
+
+def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """`app.command` with plain grouped help and the error mapping."""
+
+    def register(func: F) -> F:
+        app.command(name, cls=PanelCommand, **kwargs)(handle_errors(func))
+        return func
+
+    return register
+
+
+def size_option(text: str) -> int:
+    from qwencli.units import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+WHATIF_PANEL = "What-if hardware (replace probed values)"
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; answer yes.")]
+
+_WHATIF_PARAMS = {
+    "ram": (Annotated[Optional[int], typer.Option(  # noqa: UP045 - typer needs Optional on 3.10
+        "--ram", metavar="SIZE", parser=size_option, rich_help_panel=WHATIF_PANEL,
+        help="System RAM, e.g. 16GB, 16GiB, 16G, 16384MB (with --unified: the shared pool).")],
+        None),
+    "vram": (Annotated[Optional[int], typer.Option(  # noqa: UP045
+        "--vram", metavar="SIZE", parser=size_option, rich_help_panel=WHATIF_PANEL,
+        help="Memory per GPU, e.g. 24GB.")], None),
+    "gpus": (Annotated[Optional[int], typer.Option(  # noqa: UP045
+        "--gpus", metavar="N", min=1, max=16, rich_help_panel=WHATIF_PANEL,
+        help="Number of GPUs.")], None),
+    "gpu": (Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--gpu", metavar="NAME", rich_help_panel=WHATIF_PANEL,
+        help='A known GPU, e.g. "RTX 4090" (fills in memory and bandwidth).')], None),
+    "unified": (Annotated[bool, typer.Option(
+        "--unified", rich_help_panel=WHATIF_PANEL,
+        help="Apple-style unified memory: GPU and CPU share --ram.")], False),
+    "cpu_only": (Annotated[bool, typer.Option(
+        "--cpu-only", rich_help_panel=WHATIF_PANEL, help="Ignore all GPUs.")], False),
+    "hardware": (Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--hardware", metavar="NAME", rich_help_panel=WHATIF_PANEL,
+        help="A named machine from profiles/hardware (e.g. desktop-rtx4090-64gb).")], None),
+}
+
+
+def whatif_options(func: F) -> F:
+    """Give a command the what-if options, written once here: the command takes one
+    `whatif: WhatIf` parameter instead of seven."""
+    signature = inspect.signature(func)
+    params = [p.replace(annotation=eval(p.annotation, func.__globals__))
+              if isinstance(p.annotation, str) else p
+              for p in signature.parameters.values() if p.name != "whatif"]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                 annotation=annotation)
+               for name, (annotation, default) in _WHATIF_PARAMS.items()]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from qwencli.hardware.whatif import WhatIf
+
+        values = {name: kwargs.pop(name, default)
+                  for name, (_annotation, default) in _WHATIF_PARAMS.items()}
+        whatif = WhatIf(ram_bytes=values["ram"], vram_bytes=values["vram"],
+                        gpu_count=values["gpus"], gpu_name=values["gpu"],
+                        unified=values["unified"], cpu_only=values["cpu_only"],
+                        hardware=values["hardware"])
+        return func(*args, whatif=whatif, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper  # type: ignore[return-value]
+
+
+def machine(whatif: WhatIf | None = None) -> tuple[Hardware, Budget]:
+    """The machine to plan for: probed, or described by the what-if options. Its warnings
+    (a what-if that contradicts itself, a probe that failed in part) are shown once, here."""
+    from qwencli.hardware.budget import plan_budget
+    from qwencli.hardware.probe import probe
+    from qwencli.hardware.whatif import WhatIf, resolve_hardware
+
+    hw = resolve_hardware(whatif or WhatIf(), probe)
+    for warning in hw.warnings:
+        output.warn(warning)
+    return hw, plan_budget(hw)
+
+
+def lazy_machine(whatif: WhatIf | None = None) -> Callable[[], tuple[Hardware, Budget]]:
+    """`machine`, probed on the first call only (some commands never need it)."""
+    found: list[tuple[Hardware, Budget]] = []
+
+    def get() -> tuple[Hardware, Budget]:
+        if not found:
+            found.append(machine(whatif))
+        return found[0]
+
+    return get
