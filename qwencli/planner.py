@@ -36,12 +36,20 @@ class FitResult:
     notes: tuple[str, ...]  # where the figures came from, adjustments made
 
 
-def _header_shape(location: str, headers: dict[str, str] | None = None) -> ModelShape:
+def _header_shape(location: str) -> ModelShape:
     from qwencli.gguf_info import read_model
     from qwencli.shapes import shape_from_gguf
 
-    model = read_model(location, headers=headers)
+    model = read_model(location)
     return shape_from_gguf(model, name=Path(location.split("?")[0]).name)
+
+
+def _hub_header_shape(repo: str, path: str, revision: str | None) -> ModelShape:
+    from qwencli import hub
+    from qwencli.shapes import shape_from_gguf
+
+    model = hub.read_remote_model(repo, path, revision)
+    return shape_from_gguf(model, name=Path(path).name)
 
 
 def _catalog_shape(spec: ModelSpec, qf: QuantFile, notes: list[str]) -> ModelShape:
@@ -57,10 +65,9 @@ def _catalog_shape(spec: ModelSpec, qf: QuantFile, notes: list[str]) -> ModelSha
     if hub.offline():
         notes.append("catalog estimate: HF_HUB_OFFLINE is set and the file is not downloaded")
         return shape_from_catalog(spec, qf)
-    url = hub.file_url(qf.repo, qf.files[0], qf.revision if qf.revision and
-                       len(qf.revision) == 40 else None)
     try:
-        shape = _header_shape(url, hub.auth_headers())
+        shape = _hub_header_shape(qf.repo, qf.files[0], qf.revision if qf.revision and
+                                  len(qf.revision) == 40 else None)
     except QwenError as exc:
         notes.append(f"catalog estimate: the header could not be read from the Hub ({exc.message})")
         return shape_from_catalog(spec, qf)
@@ -93,7 +100,7 @@ def _hub_shape(ref: HubRef, catalog: Catalog, notes: list[str]) -> tuple[ModelSh
             available = ", ".join(hub.quants_in(files)) or "no GGUF files"
             raise UsageError(f"{ref.repo} has no {ref.quant} file; it has: {available}")
         path = chosen[0].path
-    shape = _header_shape(hub.file_url(ref.repo, path, ref.revision), hub.auth_headers())
+    shape = _hub_header_shape(ref.repo, path, ref.revision)
     notes.append(f"exact figures from the GGUF header on the Hub ({ref.repo}/{path})")
     return shape, spec
 
