@@ -1,10 +1,12 @@
 """Read a GGUF file's header: architecture, metadata and the tensor table, never the weights.
 
 The memory plan needs exact tensor bytes per layer, and `qwen recommend` wants them before a
-multi-GB download, so the header is read from a local file or over HTTP Range requests (like
-gguf-parser-go) and parsed here with `struct`: the `gguf` package would pull in numpy, and
-start-up time matters. The tokenizer arrays (150k tokens and merges in Qwen, most of a 6-10 MB
-header) are walked over and kept only as an `ArraySummary` (type and length).
+multi-GB download, so the header is read from a local file or by byte ranges of a remote one
+(like gguf-parser-go) and parsed here with `struct`: the `gguf` package would pull in numpy, and
+start-up time matters. Remote bytes come through a `RangeReader` the caller passes in (`hub`
+makes them with huggingface_hub's HTTP session): this module does no networking itself.
+The tokenizer arrays (150k tokens and merges in Qwen, most of a 6-10 MB header) are walked
+over and kept only as an `ArraySummary` (type and length).
 
 Parsed headers are cached as JSON under `cache_dir()/gguf/`, so a second look costs a stat
 (local files) or nothing at all (URLs).
@@ -33,12 +35,14 @@ __all__ = [
     "GGML_TYPES",
     "REMOVED_GGML_TYPES",
     "ArraySummary",
-    "GgufAccessError",
     "GgufError",
     "GgufHeader",
     "GgufModel",
     "GgufNotFoundError",
     "GgufTruncatedError",
+    "OpenReader",
+    "RangeReader",
+    "RangeReply",
     "TensorInfo",
     "file_type_label",
     "ggml_type_info",
@@ -138,9 +142,6 @@ _MAX_KEPT_ARRAY = 1024
 # Reading: first chunk sizes (a local read is cheap, an HTTP round trip is not), then doubling.
 _LOCAL_FIRST_CHUNK = 64 * 1024
 _HTTP_FIRST_CHUNK = 2 * 1024 * 1024
-_HTTP_TIMEOUT_S = 30.0
-_MAX_REDIRECTS = 10
-_USER_AGENT = "qwencli-gguf-info"
 
 _CACHE_FORMAT = 1
 #: A URL-keyed cache entry is trusted this long unless the URL pins a commit (immutable).
@@ -154,15 +155,11 @@ _LAYER_NAME = re.compile(r"^blk\.(\d+)\.")
 # --- Errors ----------------------------------------------------------------------------------
 
 class GgufError(QwenError):
-    """The file is not a readable GGUF (bad magic, truncated, corrupt) or could not be fetched."""
-
-
-class GgufAccessError(GgufError):
-    """HTTP 401/403: the Hub repository is gated or private, or the token was refused."""
+    """The file is not a readable GGUF (bad magic, truncated, corrupt) or cannot be read."""
 
 
 class GgufNotFoundError(GgufError):
-    """No such local file, or HTTP 404."""
+    """No such local file (a remote reader raises its own errors)."""
 
 
 class GgufTruncatedError(GgufError):
@@ -291,13 +288,13 @@ class GgufHeader(_ModelFacts):
     alignment: int
     data_offset: int
     file_size: int | None
-    source: str  # absolute path or the URL as given
+    source: str  # absolute path, or the remote location (URL) as given
     byte_order: str = "little"
     etag: str | None = None
     range_supported: bool | None = field(default=None, compare=False)  # None for local files
     from_cache: bool = field(default=False, compare=False)
     bytes_read: int = field(default=0, compare=False)  # header bytes fetched (0 from cache)
-    requests: int = field(default=0, compare=False)  # HTTP requests, redirects included
+    requests: int = field(default=0, compare=False)  # remote requests, redirects included
 
     def __hash__(self) -> int:  # metadata is a mapping; these fields identify a header
         return hash((self.source, self.version, self.data_offset, self.tensors))
@@ -376,169 +373,68 @@ class _FileSource:
         return data
 
 
-def _display_name(url: str) -> str:
-    from urllib.parse import unquote, urlsplit
+@dataclass(frozen=True)
+class RangeReply:
+    """What one `RangeReader.read_range` call got."""
 
-    parts = urlsplit(url)
-    name = unquote(parts.path.rsplit("/", 1)[-1])
-    return name or parts.netloc or url
-
-
-def _host(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    return urlsplit(url).netloc.lower()
+    data: bytes  # the asked bytes; fewer only where the file ends (b'' past its end)
+    total_size: int | None = None  # the whole file's size, when the server said it
+    etag: str | None = None  # as sent (quotes, W/ and all); for the Hub, its X-Linked-Etag
+    range_honoured: bool = True  # False: the server sent the whole file and the reader skipped
+    requests: int = 1  # requests this read cost, redirects included; 0 when a stream went on
 
 
-class _HttpSource:
-    """Sequential reads over HTTP Range requests; streams the body when Range is ignored."""
+class RangeReader(Protocol):
+    """Byte ranges of one remote file.
 
-    def __init__(self, url: str, headers: Mapping[str, str] | None, name: str) -> None:
-        self.original_url = url
-        self.url = url
-        self.name = name
-        self.headers = {"User-Agent": _USER_AGENT, **(headers or {}),
-                        "Accept-Encoding": "identity"}
+    This module knows no transport: the caller's reader does the HTTP (session, token,
+    proxies, redirects, errors), so the whole CLI has one HTTP stack and this module stays
+    below it. Its errors (QwenError subclasses) pass through unchanged.
+    """
+
+    def read_range(self, start: int, n: int) -> RangeReply:
+        """Bytes [start, start + n). Calls come in order, each starting where the last one
+        ended, so a reader whose server ignored Range can go on reading the same response."""
+        ...
+
+    def close(self) -> None:
+        """Drop what is still open (the rest of a whole-file response): the header is read."""
+        ...
+
+
+#: Opens a reader for a location: the one given, or a sibling part of its split set.
+OpenReader = Callable[[str], RangeReader]
+
+
+class _RemoteSource:
+    """Sequential reads over a RangeReader, with the facts a header reports."""
+
+    def __init__(self, reader: RangeReader) -> None:
+        self._reader = reader
         self.size: int | None = None
         self.etag: str | None = None
         self.range_supported: bool | None = None
         self.requests = 0
         self.bytes_read = 0
-        self._pos = 0
-        self._stream: Any = None
 
     def read(self, n: int) -> bytes:
-        import http.client
-
-        try:
-            data = self._read_stream(n) if self._stream is not None else self._read_range(n)
-        except (http.client.HTTPException, OSError) as e:
-            self.close()
-            raise GgufError(f"{self.name}: network error while reading: {_reason(e)}") from e
-        self._pos += len(data)
-        self.bytes_read += len(data)
-        return data
-
-    def close(self) -> None:
-        if self._stream is not None:
-            stream, self._stream = self._stream, None
-            with contextlib.suppress(OSError):
-                stream.close()
-
-    def _read_range(self, n: int) -> bytes:
-        resp = self._open({"Range": f"bytes={self._pos}-{self._pos + n - 1}"})
-        if resp is None:  # 416: nothing at or after this offset
-            return b""
-        if resp.status == 206:
-            self.range_supported = True
-            start, total = _parse_content_range(resp.headers.get("Content-Range"))
-            if start != self._pos:
-                resp.close()
-                raise GgufError(f"{self.name}: the server answered a range request for byte "
-                                f"{self._pos} with {resp.headers.get('Content-Range')!r}")
-            if total is not None:
-                self.size = total
-            try:
-                return resp.read(n)
-            finally:
-                resp.close()
-        # 200: the server ignored Range and sends the whole file. Keep the stream open and read
-        # only as far as the header goes; close() drops the connection.
-        self.range_supported = False
-        length = resp.headers.get("Content-Length")
-        if length and length.isdigit():
-            self.size = int(length)
-        self._stream = resp
-        skip = self._pos
-        while skip > 0:
-            chunk = resp.read(min(skip, 1 << 20))
-            if not chunk:
-                return b""
-            skip -= len(chunk)
-        return self._read_stream(n)
-
-    def _read_stream(self, n: int) -> bytes:
-        out = bytearray()
-        while len(out) < n:
-            chunk = self._stream.read(n - len(out))
-            if not chunk:
-                break
-            out += chunk
-        return bytes(out)
-
-    def _open(self, extra: Mapping[str, str]) -> Any:
-        """GET with redirects followed by hand: Range is sent again to the new location, and
-        Authorization is dropped when the host changes (the Hub redirects to a CDN)."""
-        import urllib.error
-        import urllib.parse
-        import urllib.request
-
-        opener = urllib.request.build_opener(_no_redirect_handler())
-        url, headers = self.url, dict(self.headers)
-        for _ in range(_MAX_REDIRECTS + 1):
-            request = urllib.request.Request(url, headers={**headers, **extra}, method="GET")
-            self.requests += 1
-            try:
-                resp = opener.open(request, timeout=_HTTP_TIMEOUT_S)
-            except urllib.error.HTTPError as e:
-                with e:
-                    if e.code in (301, 302, 303, 307, 308) and e.headers.get("Location"):
-                        linked = e.headers.get("X-Linked-Etag")
-                        if linked and self.etag is None:
-                            self.etag = _clean_etag(linked)
-                        new_url = urllib.parse.urljoin(url, e.headers["Location"])
-                        if _host(new_url) != _host(url):
-                            headers = {k: v for k, v in headers.items()
-                                       if k.lower() not in ("authorization", "cookie")}
-                        url = new_url
-                        continue
-                    if e.code == 416:
-                        _, total = _parse_content_range(e.headers.get("Content-Range"))
-                        if total is not None:
-                            self.size = total
-                        return None
-                    raise self._http_error(e.code, e.reason) from None
-            except urllib.error.URLError as e:
-                raise GgufError(f"{self.name}: network error: {_reason(e.reason)} "
-                                f"({self.original_url})") from e
-            except (OSError, ValueError) as e:
-                raise GgufError(f"{self.name}: network error: {_reason(e)} "
-                                f"({self.original_url})") from e
-            # Later ranges go straight to where we ended up (e.g. the CDN), without redirects.
-            self.url, self.headers = url, headers
-            if self.etag is None and resp.headers.get("ETag"):
-                self.etag = _clean_etag(resp.headers["ETag"])
-            return resp
-        raise GgufError(f"{self.name}: too many redirects ({self.original_url})")
-
-    def _http_error(self, code: int, reason: Any) -> GgufError:
-        if code in (401, 403):
-            sent_token = any(k.lower() == "authorization" for k in self.headers)
-            hint = ("The token was refused or cannot read this repository: check HF_TOKEN and "
-                    "accept the model's terms on its Hub page." if sent_token else
-                    "Accept the model's terms on its Hub page, then set HF_TOKEN to a token "
-                    "that can read it.")
-            return GgufAccessError(
-                f"{self.name}: access denied (HTTP {code}): the repository is gated or private; "
-                f"set HF_TOKEN", hint=hint)
-        if code == 404:
-            return GgufNotFoundError(f"{self.name}: not found (HTTP 404): {self.original_url}")
-        return GgufError(f"{self.name}: HTTP {code} {reason or ''}".rstrip()
-                         + f" from {_host(self.url)}")
+        reply = self._reader.read_range(self.bytes_read, n)
+        self.requests += reply.requests
+        if reply.total_size is not None:
+            self.size = reply.total_size
+        if self.etag is None and reply.etag:
+            self.etag = _clean_etag(reply.etag)
+        self.range_supported = reply.range_honoured and self.range_supported is not False
+        self.bytes_read += len(reply.data)
+        return reply.data
 
 
-def _no_redirect_handler() -> Any:
-    """Built on demand: urllib.request is not imported at start-up."""
-    import urllib.request
+def _display_name(location: str) -> str:
+    from urllib.parse import unquote, urlsplit
 
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        """Turn 3xx into HTTPError so that _open can follow it with the headers it chooses."""
-
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    return NoRedirect()
-
+    parts = urlsplit(location)
+    name = unquote(parts.path.rsplit("/", 1)[-1])
+    return name or parts.netloc or location
 
 
 def _reason(e: object) -> str:
@@ -551,18 +447,6 @@ def _clean_etag(value: str) -> str:
     if value.startswith("W/"):
         value = value[2:]
     return value.strip('"')
-
-
-def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
-    """'bytes 0-99/1234' -> (0, 1234); 'bytes */1234' -> (None, 1234)."""
-    if not value:
-        return None, None
-    m = re.match(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)", value)
-    if not m:
-        return None, None
-    start = int(m.group(1)) if m.group(1) is not None else None
-    total = int(m.group(2)) if m.group(2) != "*" else None
-    return start, total
 
 
 # --- The parser ------------------------------------------------------------------------------
@@ -912,17 +796,19 @@ def _is_url(s: str) -> bool:
     return s.startswith(("http://", "https://"))
 
 
-def read_header(path_or_url: str | Path, *, headers: Mapping[str, str] | None = None,
+def read_header(location: str | Path, *, open_reader: OpenReader | None = None,
                 use_cache: bool = True, etag: str | None = None) -> GgufHeader:
-    """Parse one GGUF file's header from a local path or an http(s) URL.
+    """Parse one GGUF file's header: a local path, or a remote location read by `open_reader`.
 
-    `headers` go with every HTTP request (e.g. `Authorization: Bearer …`; dropped when a
-    redirect leaves the host). `etag`, when the caller knows it (the Hub's file listing gives the
-    LFS sha256), makes a cached URL entry valid only for that exact file. Raises GgufError.
+    `etag`, when the caller knows it (the Hub's file listing gives the LFS sha256), makes a
+    cached remote entry valid only for that exact file. Raises GgufError, or the reader's error.
     """
-    text = str(path_or_url)
+    text = str(location)
+    if open_reader is not None:
+        return _read_remote(text, open_reader, use_cache, etag)
     if _is_url(text):
-        return _read_url(text, headers, use_cache, etag)
+        raise ValueError(f"{text}: a URL is read through a RangeReader (pass open_reader, or use "
+                         "qwencli.hub.read_remote_model)")
     return _read_local(Path(text), use_cache)
 
 
@@ -956,15 +842,15 @@ def _read_local(path: Path, use_cache: bool) -> GgufHeader:
     return header
 
 
-def _read_url(url: str, headers: Mapping[str, str] | None, use_cache: bool,
-              etag: str | None) -> GgufHeader:
-    key = "url:" + url
+def _read_remote(location: str, open_reader: OpenReader, use_cache: bool,
+                 etag: str | None) -> GgufHeader:
+    key = "url:" + location
     want = _clean_etag(etag) if etag else None
 
     def still_valid(entry: Mapping[str, Any]) -> bool:
         if want is not None:
             return entry.get("etag") == want
-        if _PINNED_REVISION.search(url):
+        if _PINNED_REVISION.search(location):
             return True
         return time.time() - float(entry.get("saved_at", 0)) < URL_CACHE_TTL_S
 
@@ -972,14 +858,15 @@ def _read_url(url: str, headers: Mapping[str, str] | None, use_cache: bool,
         cached = _cache_load(key, still_valid)
         if cached is not None:
             return cached
-    name = _display_name(url)
-    src = _HttpSource(url, headers, name)
+    name = _display_name(location)
+    reader = open_reader(location)
+    src = _RemoteSource(reader)
     try:
         fields = _Parser(src, name, _HTTP_FIRST_CHUNK).parse()
     finally:
-        src.close()
+        reader.close()
     header = GgufHeader(**{**fields, "metadata": MappingProxyType(fields["metadata"])},
-                        source=url, etag=src.etag, range_supported=src.range_supported,
+                        source=location, etag=src.etag, range_supported=src.range_supported,
                         bytes_read=src.bytes_read, requests=src.requests)
     if use_cache:
         # The caller's etag when given: it is what the next call will compare against.
@@ -1012,18 +899,19 @@ def _split_names(filename: str) -> list[str] | None:
     return [f"{m.group('stem')}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
 
 
-def read_model(path_or_url: str | Path, *, headers: Mapping[str, str] | None = None,
+def read_model(location: str | Path, *, open_reader: OpenReader | None = None,
                use_cache: bool = True) -> GgufModel:
     """Read a model's header(s): one file, or all parts of a split set with tables merged.
 
-    Any part may be given; the metadata comes from part 1, as llama.cpp reads it.
+    Any part may be given; the metadata comes from part 1, as llama.cpp reads it. Remote parts
+    are opened with `open_reader` too, by their sibling URLs.
     """
-    first = read_header(path_or_url, headers=headers, use_cache=use_cache)
+    first = read_header(location, open_reader=open_reader, use_cache=use_cache)
     count = first.split_count
     if count <= 1:
         return GgufModel(parts=(first,), tensors=first.tensors)
-    text = str(path_or_url)
-    label = _display_name(text) if _is_url(text) else text
+    text = str(location)
+    label = _display_name(text) if open_reader is not None else text
     names = split_part_names(text)
     if names is None or len(names) != count:
         raise GgufError(f"{label}: split.count is {count} but the file name does not end in "
@@ -1034,10 +922,11 @@ def read_model(path_or_url: str | Path, *, headers: Mapping[str, str] | None = N
             part = first
         else:
             try:
-                part = read_header(part_name, headers=headers, use_cache=use_cache)
-            except GgufNotFoundError as e:
-                raise GgufNotFoundError(f"{e.message} (part {i + 1} of {count} of a split "
-                                        "model)", hint=e.hint) from None
+                part = read_header(part_name, open_reader=open_reader, use_cache=use_cache)
+            except QwenError as e:  # the reader's own class (HubNotFoundError...) is kept
+                e.message = f"{e.message} (part {i + 1} of {count} of a split model)"
+                e.args = (e.message,)
+                raise
         if part.split_no != i or part.split_count != count:
             raise GgufError(f"{part_name}: split.no/split.count are {part.split_no}/"
                             f"{part.split_count}, expected {i}/{count}")
@@ -1053,4 +942,3 @@ def read_model(path_or_url: str | Path, *, headers: Mapping[str, str] | None = N
         raise GgufError(f"{label}: split.tensors.count is {expected} but the {count} parts "
                         f"hold {len(tensors)} tensors")
     return GgufModel(parts=tuple(parts), tensors=tensors)
-

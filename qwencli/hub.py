@@ -14,10 +14,10 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from qwencli import gguf_names, store
 from qwencli.catalog import load_catalog, quant_file, resolve_catalog_ref
@@ -31,6 +31,9 @@ from qwencli.refs import (
     parse_ref,
     with_quant,
 )
+
+if TYPE_CHECKING:
+    from qwencli.gguf_info import GgufModel, RangeReply
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -542,7 +545,7 @@ def _disk_error(check: DiskCheck, plan: PullPlan) -> DiskSpaceError:
 
 
 # --------------------------------------------------------------------------------------------
-# Progress (stderr only; the library's one way of talking during a transfer)
+# Progress: what a transfer reports while it runs (output draws it; the library never prints)
 
 
 class Progress(Protocol):
@@ -825,3 +828,138 @@ def pull_model(ref: str, *, quant: str | None = None, progress: Progress | None 
                 raise HubError(f"{ref} is not downloaded ({what} needed)",
                                hint=f"run `qwen pull {ref}`, or pass --yes")
     return download(plan, progress=progress, on_wait=on_wait)
+
+
+# --------------------------------------------------------------------------------------------
+# GGUF headers by HTTP Range: gguf_info's RangeReader on huggingface_hub's session, so that
+# reading a header and `qwen pull` share one client (proxies, TLS, token, errors).
+
+def read_remote_model(repo: str, path: str, revision: str | None = None, *,
+                      use_cache: bool = True) -> GgufModel:
+    """The GGUF header(s) of `path` in `repo` (every part when it is a split set), a few MB
+    read by Range instead of the weights. Raises HubError like `qwen pull`, or GgufError."""
+    from functools import partial
+
+    from qwencli.gguf_info import read_model
+
+    return read_model(file_url(repo, path, revision), open_reader=partial(HubRangeReader, repo),
+                      use_cache=use_cache)
+
+
+class HubRangeReader:
+    """Byte ranges of one file of `repo` at `url` (a gguf_info.RangeReader).
+
+    Redirects are followed by httpx2, which drops Authorization when a redirect leaves the
+    origin (the Hub sends LFS files to a CDN host). Later ranges go straight to where the
+    redirect led, with the token only if httpx2 kept it on that last hop: one request per
+    range, and the token never goes where httpx2 would not send it. A server that ignores
+    Range (200, the whole file) is read only as far as asked, then the connection is dropped.
+    """
+
+    def __init__(self, repo: str, url: str) -> None:
+        self.repo = repo
+        self.url = url  # where the next request goes: the CDN after a redirect
+        self._name = url.rsplit("/", 1)[-1]
+        self._send_token = True
+        self._etag: str | None = None
+        self._open = contextlib.ExitStack()  # the open response (kept only when Range is ignored)
+        self._body: Iterator[bytes] | None = None
+        self._spare = b""  # received beyond what was asked
+        self._at = 0  # file offset of the next body byte (after _spare)
+
+    def read_range(self, start: int, n: int) -> RangeReply:
+        from qwencli.gguf_info import RangeReply
+
+        if self._body is not None and start == self._at - len(self._spare):
+            return RangeReply(self._take(n), etag=self._etag, range_honoured=False,
+                              requests=0)  # read on in the same whole-file response
+        self.close()
+        if offline():
+            raise HubError(f"cannot read {self._name} from {self.repo}: HF_HUB_OFFLINE is set",
+                           hint="unset HF_HUB_OFFLINE to read the header from the Hub")
+        import httpx2
+
+        try:
+            return self._request(start, n)
+        except (httpx2.HTTPError, OSError) as exc:  # DNS, refused, timeout, cut, redirect loop
+            self.close()
+            raise _hub_error(self.repo, exc) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._body, self._spare = None, b""
+        self._open.close()
+
+    def _request(self, start: int, n: int) -> RangeReply:
+        import httpx2
+        from huggingface_hub.utils import get_session, hf_raise_for_status
+
+        from qwencli.gguf_info import RangeReply
+
+        headers = {**auth_headers(), "Accept-Encoding": "identity",
+                   "Range": f"bytes={start}-{start + n - 1}"}
+        if not self._send_token:
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        timeout = httpx2.Timeout(_download_timeout(), connect=_download_timeout())
+        response = self._open.enter_context(
+            get_session().stream("GET", self.url, headers=headers, timeout=timeout))
+        hops = (*response.history, response)
+        if response.history:  # next time straight there, with what httpx2 sent there
+            self.url = str(response.url)
+            self._send_token = "authorization" in response.request.headers
+        if self._etag is None:
+            linked = [h.headers["X-Linked-Etag"] for h in hops if "X-Linked-Etag" in h.headers]
+            self._etag = linked[0] if linked else response.headers.get("ETag")
+        first, total = _content_range(response.headers.get("Content-Range"))
+        if response.status_code == 416:  # nothing at or after `start`: the file is shorter
+            self.close()
+            return RangeReply(b"", total, self._etag, requests=len(hops))
+        try:
+            hf_raise_for_status(response)
+        except Exception as exc:
+            raise _hub_error(self.repo, exc) from exc
+        if response.status_code == 206:
+            if first != start:
+                raise HubError(f"{self._name}: {endpoint()} answered a range request for byte "
+                               f"{start} with {response.headers.get('Content-Range')!r}")
+            self._body, self._at = response.iter_raw(), start
+            data = self._take(n)
+            if not self._spare:  # reach the body's end, so the connection can be reused
+                next(self._body, None)
+            self.close()
+            return RangeReply(data, total, self._etag, requests=len(hops))
+        if response.status_code != 200:
+            raise HubError(f"{endpoint()} answered {response.status_code} for {self._name} "
+                           f"in {self.repo}")
+        length = response.headers.get("Content-Length", "")
+        self._body, self._at = response.iter_raw(), 0
+        while self._at - len(self._spare) < start:  # skip to `start` (only after a reopen)
+            if not self._take(min(start - (self._at - len(self._spare)), 1 << 20)):
+                break
+        data = self._take(n)
+        return RangeReply(data, int(length) if length.isdigit() else None, self._etag,
+                          range_honoured=False, requests=len(hops))
+
+    def _take(self, n: int) -> bytes:
+        """Up to n bytes of the open body, fewer only where it ends."""
+        out, self._spare = bytearray(self._spare[:n]), self._spare[n:]
+        while len(out) < n and self._body is not None:
+            chunk = next(self._body, b"")
+            if not chunk:
+                break
+            self._at += len(chunk)
+            need = n - len(out)
+            out += chunk[:need]
+            self._spare = chunk[need:]
+        return bytes(out)
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """'bytes 0-99/1234' -> (0, 1234); 'bytes */1234' -> (None, 1234)."""
+    match = re.match(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)", value or "")
+    if not match:
+        return None, None
+    start = int(match.group(1)) if match.group(1) is not None else None
+    return start, int(match.group(2)) if match.group(2) != "*" else None

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 from qwencli.errors import EXIT_ERROR, EXIT_PIPE
 
@@ -236,14 +236,6 @@ def confirm(question: str, *, default: bool) -> bool:
 # Progress
 
 
-class Progress(Protocol):
-    """What a transfer reports while it runs (hub.download takes one)."""
-
-    def start(self, label: str, total: int, done: int) -> None: ...
-    def advance(self, n: int) -> None: ...
-    def close(self) -> None: ...
-
-
 class _RichProgress:
     """A bar with bytes, rate and time left, on stderr (rich.progress, imported here)."""
 
@@ -313,7 +305,7 @@ class _LineProgress:
                    f"{format_bytes(self._total)}  {rate / 1e6:.1f} MB/s{eta}\n")
 
 
-def progress(show: bool) -> Progress | None:
+def progress(show: bool) -> _RichProgress | _LineProgress | None:
     """Progress on stderr: a bar on a colour terminal, plain lines elsewhere; None when not
     shown."""
     if not show:

@@ -42,12 +42,9 @@ def _local_shape(path: Path) -> ModelShape:
 
 
 def _remote_shape(repo: str, path: str, commit: str) -> ModelShape:
-    from qwencli.gguf_info import read_model
     from qwencli.shapes import shape_from_gguf
 
-    url = hub.file_url(repo, path, commit)
-    return shape_from_gguf(read_model(url, headers=hub.auth_headers()),
-                           name=Path(path).name)
+    return shape_from_gguf(hub.read_remote_model(repo, path, commit), name=Path(path).name)
 
 
 def _shape_of(ref: CatalogRef | HubRef, quant: str | None, catalog: Catalog,

@@ -1,10 +1,14 @@
 """GGUF header reading: agreement with gguf-py's reader, speed on sparse multi-GB files, HTTP
-Range (redirects, servers without Range, 401/404), split sets, corrupt files and the cache."""
+Range through hub's reader on huggingface_hub's session (redirects to a CDN host, servers without
+Range, the Hub's errors as `qwen pull` gives them, offline), split sets, corrupt files, cache."""
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -21,8 +25,10 @@ import gguf
 import pytest
 
 from qwencli import gguf_info as gi
+from qwencli import hub
 from qwencli.errors import QwenError
 from qwencli.paths import cache_dir
+from tests import fake_hub
 from tests.gguf_fixtures import (
     QWEN3_0_6B,
     QWEN25_7B,
@@ -63,11 +69,26 @@ def test_file_type_labels_equal_gguf_py_names() -> None:
 
 def test_runtime_module_imports_neither_gguf_nor_numpy_nor_urllib_request() -> None:
     code = ("import sys, qwencli.gguf_info; "
-            "print(sorted(m for m in ('gguf', 'numpy', 'urllib.request', 'http.client') "
-            "if m in sys.modules))")
+            "print(sorted(m for m in ('gguf', 'numpy', 'urllib.request', 'http.client', "
+            "'huggingface_hub', 'httpx2', 'qwencli.hub') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_gguf_info_does_no_networking_of_its_own() -> None:
+    """Remote bytes come through a RangeReader; hub sits above this module, not below it."""
+    tree = ast.parse(Path(gi.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {f"{node.module}.{alias.name}" for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module for alias in node.names}
+    network = {name for name in imported if name.split(".")[0] in (
+        "http", "urllib3", "requests", "httpx", "httpx2", "huggingface_hub", "socket", "ssl")
+        or name.startswith(("urllib.request", "urllib.error", "qwencli.hub"))}
+    assert network == set()
+    assert {name for name in imported if name.startswith("qwencli")} <= {
+        "qwencli.errors.QwenError", "qwencli.paths.cache_dir"}
 
 
 # --- Local files -----------------------------------------------------------------------------
@@ -398,30 +419,36 @@ def test_use_cache_false_writes_nothing(tmp_path: Path) -> None:
     assert _cache_files() == []
 
 
-# --- HTTP ------------------------------------------------------------------------------------
+# --- HTTP: headers read through hub's reader on huggingface_hub's session -------------------
 
 class _Handler(BaseHTTPRequestHandler):
+    """Hub-shaped URLs, `/{mode}/repo/resolve/{revision}/{name}`, where the owner picks how the
+    file is served; `/cdn/{name}` is the CDN the Hub redirects LFS files to."""
+
     server: _HubLike
+    protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_GET(self) -> None:
         srv = self.server
-        record = {"path": self.path, "range": self.headers.get("Range"),
+        path = urlsplit(self.path).path
+        hub_file = re.match(r"^/([^/]+)/repo/resolve/[^/]+/(.+)$", path)
+        mode, name = hub_file.groups() if hub_file else ("cdn", path.removeprefix("/cdn/"))
+        if not hub_file and not path.startswith("/cdn/"):
+            self._status(404)  # e.g. huggingface_hub's own /api calls: not what is counted
+            return
+        record = {"path": path, "range": self.headers.get("Range"),
                   "auth": self.headers.get("Authorization"), "host": self.headers.get("Host"),
                   "sent": 0}
         srv.log.append(record)
-        mode, _, name = urlsplit(self.path).path.strip("/").partition("/")
-        if mode == "redirect":  # to another host name, as the Hub sends to its CDN
-            self._redirect(f"http://localhost:{srv.server_address[1]}/files/{name}",
+        if mode == "redirect":  # to another host name, as the Hub sends LFS files to its CDN
+            self._redirect(f"http://localhost:{srv.server_address[1]}/cdn/{name}",
                            linked_etag="linked-" + name)
             return
         if mode == "redirect-same":
-            self._redirect(f"/files/{name}")
-            return
-        if mode == "private" and record["auth"] != "Bearer good-token":
-            self._status(401)
+            self._redirect(f"/files/repo/resolve/main/{name}")
             return
         file = srv.root / name
         if not name or not file.is_file():
@@ -459,7 +486,7 @@ class _Handler(BaseHTTPRequestHandler):
                     record["sent"] += len(chunk)
                     left -= len(chunk)
             except (BrokenPipeError, ConnectionResetError):
-                pass  # the client stopped reading once it had the header
+                self.close_connection = True  # the client stopped reading once it had the header
 
     def _redirect(self, location: str, linked_etag: str | None = None) -> None:
         self.send_response(302)
@@ -483,8 +510,9 @@ class _HubLike(ThreadingHTTPServer):
         self.root = root
         self.log: list[dict[str, Any]] = []
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/{path}"
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
 
     @property
     def served(self) -> int:
@@ -492,19 +520,31 @@ class _HubLike(ThreadingHTTPServer):
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[_HubLike]:
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_HubLike]:
+    """The server above as HF_ENDPOINT: repos files/repo, norange/repo, redirect/repo..."""
     root = tmp_path / "www"
     root.mkdir()
     srv = _HubLike(root)
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()
+    monkeypatch.setenv("HF_ENDPOINT", srv.endpoint)
     try:
         yield srv
     finally:
         srv.shutdown()
         srv.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[fake_hub.FakeHub]:
+    """tests/fake_hub.py as HF_ENDPOINT: the Hub's error answers (gated, missing repo/file)."""
+    served, srv = fake_hub.start(tmp_path / "hub")
+    monkeypatch.setenv("HF_ENDPOINT", served.url)
+    yield served
+    srv.shutdown()
+    srv.server_close()
 
 
 def _padded_model(root: Path, name: str = "m.gguf", size: int = 64 * MiB, **kw: Any) -> Path:
@@ -514,9 +554,16 @@ def _padded_model(root: Path, name: str = "m.gguf", size: int = 64 * MiB, **kw: 
     return path
 
 
+def _remote(repo: str, name: str = "m.gguf", **kw: Any) -> gi.GgufHeader:
+    """One file's header the way `qwen fit` reads it from the Hub."""
+    model = hub.read_remote_model(repo, name, **kw)
+    assert len(model.parts) == 1
+    return model.first
+
+
 def test_http_range_reads_few_bytes_in_one_request(server: _HubLike) -> None:
     path = _padded_model(server.root)
-    h = gi.read_header(server.url("files/m.gguf"), use_cache=False)
+    h = _remote("files/repo", use_cache=False)
     local = gi.read_header(path, use_cache=False)
     assert h.tensors == local.tensors and h.metadata == local.metadata
     assert h.data_offset == local.data_offset and h.file_size == 64 * MiB
@@ -525,7 +572,8 @@ def test_http_range_reads_few_bytes_in_one_request(server: _HubLike) -> None:
     assert server.log[0]["range"] == f"bytes=0-{2 * MiB - 1}"
     assert server.served == h.bytes_read == 2 * MiB < 0.1 * 64 * MiB
     assert h.etag == f"etag-m.gguf-{64 * MiB}"
-    assert h.source == server.url("files/m.gguf")
+    assert h.source == hub.file_url("files/repo", "m.gguf") == \
+        f"{server.endpoint}/files/repo/resolve/main/m.gguf"
 
 
 def test_http_header_larger_than_the_first_chunk_grows_by_doubling(
@@ -535,110 +583,187 @@ def test_http_header_larger_than_the_first_chunk_grows_by_doubling(
                          n_ff=64, tied_embeddings=True)
     header_size = gi.read_header(path, use_cache=False).data_offset
     assert header_size > 200_000
-    h = gi.read_header(server.url("files/m.gguf"), use_cache=False)
+    h = _remote("files/repo", use_cache=False)
     assert h.arch_value("block_count") == 2
     assert h.metadata["tokenizer.ggml.tokens"].length == 20_000
     # 4 KiB, then doubling: 8, 16, ... KiB until the ~250 KB header is in.
     assert h.requests == len(server.log) <= 8
     assert server.served < 2 * header_size
+    starts = [int(r["range"].removeprefix("bytes=").split("-")[0]) for r in server.log]
+    assert starts == sorted(starts) and starts[0] == 0  # sequential, nothing read twice
 
 
-def test_http_redirect_resends_range_and_drops_the_token_off_host(server: _HubLike) -> None:
-    _padded_model(server.root)
-    h = gi.read_header(server.url("redirect/m.gguf"), headers={"Authorization": "Bearer tok"},
-                       use_cache=False)
+def test_http_redirect_to_another_host_never_carries_the_token(
+        server: _HubLike, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Hub redirects LFS files to a CDN host: the token must stay on the Hub's host, for
+    the redirected request (httpx2 drops it) and for every later range sent to the CDN."""
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setattr(gi, "_HTTP_FIRST_CHUNK", 4096)
+    _padded_model(server.root, vocab=5000)
+    h = _remote("redirect/repo", use_cache=False)
     assert h.arch_value("block_count") == 2
-    first, second = server.log
-    assert first["path"] == "/redirect/m.gguf" and first["auth"] == "Bearer tok"
-    assert second["path"] == "/files/m.gguf" and second["host"].startswith("localhost")
-    assert second["range"] == first["range"] == f"bytes=0-{2 * MiB - 1}"
-    assert second["auth"] is None
+    first, *cdn = server.log
+    assert first["path"] == "/redirect/repo/resolve/main/m.gguf"
+    assert first["auth"] == "Bearer hf_secret"
+    assert len(cdn) >= 3  # the redirected range, then ranges straight to the CDN
+    assert all(r["path"] == "/cdn/m.gguf" and r["host"].startswith("localhost") for r in cdn)
+    assert [r["auth"] for r in cdn] == [None] * len(cdn)
+    assert cdn[0]["range"] == first["range"] == "bytes=0-4095"  # Range survives the redirect
+    assert h.requests == len(server.log)  # the redirect counts; it happens once per file
     assert h.etag == "linked-m.gguf"  # the Hub's X-Linked-Etag from the redirect
-    assert h.requests == 2
 
 
-def test_http_same_host_redirect_keeps_the_token(server: _HubLike) -> None:
-    _padded_model(server.root)
-    gi.read_header(server.url("redirect-same/m.gguf"),
-                   headers={"Authorization": "Bearer tok"}, use_cache=False)
-    assert [r["auth"] for r in server.log] == ["Bearer tok", "Bearer tok"]
+def test_http_same_host_redirect_keeps_the_token(server: _HubLike,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setattr(gi, "_HTTP_FIRST_CHUNK", 4096)
+    _padded_model(server.root, vocab=5000)
+    h = _remote("redirect-same/repo", use_cache=False)
+    assert [r["path"] for r in server.log[:2]] == ["/redirect-same/repo/resolve/main/m.gguf",
+                                                   "/files/repo/resolve/main/m.gguf"]
+    assert len(server.log) == h.requests >= 3
+    assert [r["auth"] for r in server.log] == ["Bearer hf_secret"] * len(server.log)
 
 
-def test_http_server_without_range_is_streamed_and_flagged(server: _HubLike) -> None:
+def test_http_server_without_range_is_streamed_and_flagged(server: _HubLike,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
     path = _padded_model(server.root)
-    h = gi.read_header(server.url("norange/m.gguf"), use_cache=False)
+    h = _remote("norange/repo", use_cache=False)
     assert h.range_supported is False
     assert h.tensors == gi.read_header(path, use_cache=False).tensors
     assert h.file_size == 64 * MiB
-    assert h.requests == 1
-    assert h.bytes_read <= 2 * MiB < 0.1 * 64 * MiB  # the connection was closed early
+    assert h.requests == len(server.log) == 1
+    assert h.bytes_read <= 2 * MiB < 0.1 * 64 * MiB
+    # Several reads from the one whole-file response (no second request), then it is dropped.
+    monkeypatch.setattr(gi, "_HTTP_FIRST_CHUNK", 1024)
+    server.log.clear()
+    h = _remote("norange/repo", use_cache=False)
+    assert h.tensors == gi.read_header(path, use_cache=False).tensors
+    assert h.requests == len(server.log) == 1 and h.range_supported is False
+    assert h.bytes_read < 64 * 1024
+    time.sleep(0.2)
+    assert server.served < 16 * MiB  # the connection was closed early
 
 
-def test_http_401_says_gated_and_hf_token(server: _HubLike) -> None:
-    _padded_model(server.root)
-    with pytest.raises(gi.GgufAccessError) as info:
-        gi.read_header(server.url("private/m.gguf"), use_cache=False)
-    err = info.value
-    assert str(err) == ("m.gguf: access denied (HTTP 401): the repository is gated or private;"
-                        " set HF_TOKEN")
-    assert err.hint is not None and "HF_TOKEN" in err.hint and err.exit_code == 1
-    with pytest.raises(gi.GgufAccessError) as info:
-        gi.read_header(server.url("private/m.gguf"), headers={"Authorization": "Bearer bad"},
-                       use_cache=False)
-    assert info.value.hint is not None and "token was refused" in info.value.hint
-    ok = gi.read_header(server.url("private/m.gguf"),
-                        headers={"Authorization": "Bearer good-token"}, use_cache=False)
-    assert ok.arch_value("block_count") == 2
+def test_http_gated_repo_errors_are_those_of_qwen_pull(fake: fake_hub.FakeHub, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.add_file("o/gated", "m.gguf", write_qwen_gguf(tmp_path / "m.gguf"))
+    fake.gated["o/gated"] = "hf_good"
+
+    def errors() -> tuple[QwenError, QwenError]:
+        with pytest.raises(hub.HubError) as read:
+            _remote("o/gated", use_cache=False)
+        with pytest.raises(hub.HubError) as pull:
+            hub.pull_model("o/gated/m.gguf", progress=False)
+        return read.value, pull.value
+
+    read, pull = errors()
+    assert isinstance(read, hub.HubAuthError) and type(read) is type(pull)
+    assert (read.message, read.hint) == (pull.message, pull.hint)
+    assert read.message == "o/gated is gated: accept its licence on the Hub, then give a token"
+    assert read.hint is not None and "HF_TOKEN" in read.hint and read.exit_code == 1
+    monkeypatch.setenv("HF_TOKEN", "hf_refused")
+    read, pull = errors()
+    assert isinstance(read, hub.HubAuthError) and (read.message, read.hint) == (pull.message,
+                                                                                pull.hint)
+    assert read.message == "o/gated is gated and your token has no access to it"
+    monkeypatch.setenv("HF_TOKEN", "hf_good")
+    assert _remote("o/gated", use_cache=False).arch_value("block_count") == 2
 
 
-def test_http_404_and_network_errors(server: _HubLike) -> None:
-    url = server.url("files/missing.gguf")
-    with pytest.raises(gi.GgufNotFoundError) as info:
-        gi.read_header(url, use_cache=False)
-    assert str(info.value) == f"missing.gguf: not found (HTTP 404): {url}"
+def test_http_missing_repo_file_and_unreachable_endpoint(fake: fake_hub.FakeHub,
+                                                         tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.add_file("o/r", "m.gguf", write_qwen_gguf(tmp_path / "m.gguf"))
+    with pytest.raises(hub.HubNotFoundError) as info:
+        _remote("o/nothing", use_cache=False)
+    with pytest.raises(hub.HubNotFoundError) as listing:
+        hub.repo_listing("o/nothing")
+    assert info.value.message == listing.value.message
+    assert info.value.message.startswith(f"repository o/nothing not found on {fake.url}")
+    with pytest.raises(hub.HubNotFoundError) as info:
+        _remote("o/r", "missing.gguf", use_cache=False)
+    assert info.value.message.startswith("o/r: 404") and "\n" not in info.value.message
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(gi.GgufError) as info:
-        gi.read_header(f"http://127.0.0.1:{port}/x.gguf", use_cache=False)
-    msg = str(info.value)
-    assert msg.startswith("x.gguf: network error: ") and "\n" not in msg
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(hub.HubUnreachableError) as unreachable:
+        _remote("o/r", use_cache=False)
+    msg = unreachable.value.message
+    assert msg.startswith(f"cannot reach http://127.0.0.1:{port} for o/r: ") and "\n" not in msg
+    assert unreachable.value.hint is not None and "HF_HUB_OFFLINE" in unreachable.value.hint
 
 
-def test_http_truncated_and_not_gguf(server: _HubLike) -> None:
+def test_http_offline_reads_only_the_cache(server: _HubLike,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    _padded_model(server.root)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(hub.HubError) as info:
+        _remote("files/repo")
+    assert info.value.message == "cannot read m.gguf from files/repo: HF_HUB_OFFLINE is set"
+    assert server.log == []
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    online = _remote("files/repo")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cached = _remote("files/repo")
+    assert cached.from_cache and cached == online and len(server.log) == 1
+
+
+def test_http_truncated_empty_and_not_gguf(server: _HubLike) -> None:
     (server.root / "zip.gguf").write_bytes(b"PK\x03\x04" + b"\0" * 64)
     with pytest.raises(gi.GgufError, match=r"^zip.gguf: not a GGUF file"):
-        gi.read_header(server.url("files/zip.gguf"), use_cache=False)
+        _remote("files/repo", "zip.gguf", use_cache=False)
     full = write_qwen_gguf(server.root / "t.gguf").read_bytes()
     (server.root / "t.gguf").write_bytes(full[:3000])
-    with pytest.raises(gi.GgufError, match=r"but the file has 3000 bytes$"):
-        gi.read_header(server.url("files/t.gguf"), use_cache=False)
+    with pytest.raises(gi.GgufTruncatedError, match=r"^t.gguf: truncated: .* the file has 3000 "
+                                                     r"bytes$"):
+        _remote("files/repo", "t.gguf", use_cache=False)
+    (server.root / "e.gguf").write_bytes(b"")  # 416 to the first range
+    with pytest.raises(gi.GgufError, match=r"^e.gguf: not a GGUF file \(it is empty\)$"):
+        _remote("files/repo", "e.gguf", use_cache=False)
+    whole = write_qwen_gguf(server.root / "cut.gguf")
+    cut_at = gi.read_header(whole, use_cache=False).data_offset + 100
+    (server.root / "cut.gguf").write_bytes(whole.read_bytes()[:cut_at])  # header whole, no weights
+    with pytest.raises(gi.GgufTruncatedError, match=r"^cut.gguf: truncated: the tensor data"):
+        _remote("files/repo", "cut.gguf", use_cache=False)
 
 
 def test_http_cache_hit_makes_no_request(server: _HubLike) -> None:
     _padded_model(server.root)
-    url = server.url("files/m.gguf")
-    first = gi.read_header(url)
+    first = _remote("files/repo")
     assert len(server.log) == 1
-    second = gi.read_header(url)
+    second = _remote("files/repo")
     assert len(server.log) == 1  # no request at all
     assert second.from_cache and second == first and second.range_supported is True
-    gi.read_header(url, etag=first.etag)  # the etag the caller knows still matches
+    url = hub.file_url("files/repo", "m.gguf")
+    reader = functools.partial(hub.HubRangeReader, "files/repo")
+    gi.read_header(url, open_reader=reader, etag=first.etag)  # the caller's etag still matches
     assert len(server.log) == 1
-    gi.read_header(url, etag="sha256-of-a-newer-upload")  # it does not: fetch again
+    gi.read_header(url, open_reader=reader, etag="sha256-of-a-newer-upload")  # no: fetch again
     assert len(server.log) == 2
-    gi.read_header(url, etag="sha256-of-a-newer-upload")  # remembered under the caller's etag
+    gi.read_header(url, open_reader=reader, etag="sha256-of-a-newer-upload")  # remembered
     assert len(server.log) == 2
 
 
-def test_http_cache_expires_for_unpinned_urls(server: _HubLike,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_http_cache_expires_for_unpinned_urls_only(server: _HubLike,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     _padded_model(server.root)
-    url = server.url("files/m.gguf")
-    gi.read_header(url)
+    _remote("files/repo")
     monkeypatch.setattr(gi, "URL_CACHE_TTL_S", -1)
-    gi.read_header(url)
+    _remote("files/repo")
     assert len(server.log) == 2
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    _remote("files/repo", revision=commit)
+    _remote("files/repo", revision=commit)  # a commit's file never changes
+    assert len(server.log) == 3
+
+
+def test_a_url_needs_a_reader(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="RangeReader"):
+        gi.read_header("https://huggingface.co/o/r/resolve/main/m.gguf")
 
 
 # --- Split sets ------------------------------------------------------------------------------
@@ -675,14 +800,38 @@ def test_single_file_model(tmp_path: Path) -> None:
     assert m.total_tensor_bytes() == m.first.total_tensor_bytes()
 
 
-def test_split_over_http(server: _HubLike) -> None:
+def test_split_over_http(server: _HubLike, monkeypatch: pytest.MonkeyPatch) -> None:
     shape = QWEN3_0_6B
     specs = shape.tensor_specs("Q8_0")
     write_split_header_only_gguf(server.root / "q.gguf", specs, 3,
                                  metadata=shape.arch_metadata())
-    m = gi.read_model(server.url("files/q-00001-of-00003.gguf"), use_cache=False)
-    assert len(m.tensors) == len(specs) and m.range_supported is True
-    assert [r["path"] for r in server.log] == [f"/files/q-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    parts = [f"q-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    m = hub.read_remote_model("files/repo", parts[1], use_cache=False)  # any part will do
+    assert [t.name for t in m.tensors] == [s.name for s in specs] and m.range_supported is True
+    assert [p.source for p in m.parts] == [hub.file_url("files/repo", p) for p in parts]
+    assert [r["path"] for r in server.log] == [
+        f"/files/repo/resolve/main/{p}" for p in (parts[1], parts[0], parts[2])]
+
+    # Behind the CDN redirect each part is its own file: its own redirect, no token on the CDN.
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    server.log.clear()
+    behind = hub.read_remote_model("redirect/repo", parts[0], use_cache=False)
+    assert behind.tensors == m.tensors
+    assert [(r["path"], r["auth"]) for r in server.log] == [
+        step for p in parts for step in ((f"/redirect/repo/resolve/main/{p}", "Bearer hf_secret"),
+                                         (f"/cdn/{p}", None))]
+
+
+def test_split_over_http_with_a_missing_part(fake: fake_hub.FakeHub, tmp_path: Path) -> None:
+    specs = QWEN3_0_6B.tensor_specs("Q8_0")
+    local = write_split_header_only_gguf(tmp_path / "q.gguf", specs, 3,
+                                         metadata=QWEN3_0_6B.arch_metadata())
+    for part in local[:2]:
+        fake.add_file("o/r", part.name, part)
+    with pytest.raises(hub.HubNotFoundError) as info:  # the reader's class, with the part named
+        hub.read_remote_model("o/r", local[0].name, use_cache=False)
+    assert info.value.message.startswith("o/r: 404")
+    assert info.value.message.endswith("(part 3 of 3 of a split model)")
 
 
 def test_split_part_names() -> None:
