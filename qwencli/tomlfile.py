@@ -43,7 +43,7 @@ MAX_BYTES = 4 * 1024 * 1024  # far above any profile (the largest bundled one is
 _BOM = b"\xef\xbb\xbf"
 
 # Kinds and how an error names them ("expected <words>, got ...").
-KIND_WORDS: Mapping[str, str] = {
+_KIND_WORDS: Mapping[str, str] = {
     "str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",
     "date": "a date (YYYY-MM-DD, unquoted)", "strs": "a list of strings",
     "ints": "a list of integers", "table": "a table", "tables": "an array of tables",
@@ -74,13 +74,13 @@ class Field:
     above: float | None = None
     blank: bool = True  # str, strs: may a string be empty or only spaces
     partial: bool = False
-    expect: str | None = None  # the words for the kind in errors, when KIND_WORDS' are too vague
+    expect: str | None = None  # the words for the kind in errors, when _KIND_WORDS' are too vague
     nested: bool = field(init=False, repr=False, compare=False)  # more to check than the kind
 
     def __post_init__(self) -> None:
         """A schema that asks for what its kind cannot have is a programming error."""
         kind = self.kind
-        if kind not in KIND_WORDS:
+        if kind not in _KIND_WORDS:
             raise ValueError(f"unknown field kind {kind!r}")
         misplaced = [name for name, value, kinds in (
             ("sub", self.sub, ("table", "tables")),
@@ -287,7 +287,7 @@ class _Checker:
                     raise self.fail(join(path, key), "missing required key")
 
     def wrong_kind(self, value: Any, f: Field, path: str) -> ConfigError:
-        return self.fail(path, f"expected {f.expect or KIND_WORDS[f.kind]}, got "
+        return self.fail(path, f"expected {f.expect or _KIND_WORDS[f.kind]}, got "
                                f"{_toml_type(value)}")
 
     def inside(self, value: Any, f: Field, path: str, required: bool) -> None:
@@ -354,4 +354,4 @@ def _known(key: str, known: Iterable[str]) -> str:
     return tip
 
 
-__all__ = ["KIND_WORDS", "MAX_BYTES", "Field", "Schema", "check", "error", "join", "read"]
+__all__ = ["MAX_BYTES", "Field", "Schema", "check", "error", "join", "read"]
