@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -51,14 +51,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
+from qwencli import tomlfile
 from qwencli.errors import ConfigError, UsageError
 from qwencli.paths import bundled_profiles_dir, config_dir
 from qwencli.refs import ID_RE, REPO_RE, CatalogRef, normalize_quant, parse_ref
+from qwencli.tomlfile import Field, join
 
 SCHEMA_VERSION = 1
 
@@ -327,271 +324,129 @@ class Catalog:
 # Schema
 
 
-@dataclass(frozen=True)
-class _F:
-    """One key of the schema: its kind, whether it is required, and nested keys for tables."""
+_HINT = "fix the file, or move it out of the models/ directory"
 
-    kind: str  # str int number bool date strs table tables map int|ints str|strs
-    required: bool = False
-    sub: Mapping[str, _F] | None = None
-    choices: tuple[str, ...] | None = None
-
-
-_KIND_WORDS = {
-    "str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",
-    "date": "a date (YYYY-MM-DD, unquoted)", "strs": "a list of strings", "table": "a table",
-    "tables": "an array of tables", "map": "a table",
-    "int|ints": "an integer or a list of integers",
-    "str|strs": "a string or a list of strings",
-}
-
-_PRESET = {k: _F("number") for k in ("temperature", "top_p", "min_p", "presence_penalty",
-                                     "repetition_penalty")} | {"top_k": _F("int")}
+_PRESET = {k: Field("number") for k in ("temperature", "top_p", "min_p", "presence_penalty",
+                                        "repetition_penalty")} | {"top_k": Field("int")}
 
 _QUANT_FILE = {
-    "size": _F("int|ints", required=True),
-    "approx": _F("bool"),
-    "listed": _F("bool"),
-    "parts": _F("int"),
-    "sha256": _F("str|strs"),
-    "revision": _F("str"),
-    "files": _F("strs"),
+    "size": Field("int|ints", required=True),
+    "approx": Field("bool"),
+    "listed": Field("bool"),
+    "parts": Field("int"),
+    "sha256": Field("str|strs"),
+    "revision": Field("str"),
+    "files": Field("strs"),
 }
 
 _SOURCE = {
-    "repo": _F("str", required=True),
-    "file": _F("str", required=True),
-    "split_file": _F("str"),
-    "confirmed": _F("bool", required=True),
-    "gated": _F("bool"),
-    "revision": _F("str"),
-    "mmproj": _F("str"),
-    "mmproj_size": _F("int"),
-    "quants": _F("map", required=True, sub=_QUANT_FILE),  # keys checked against quants.toml
+    "repo": Field("str", required=True),
+    "file": Field("str", required=True),
+    "split_file": Field("str"),
+    "confirmed": Field("bool", required=True),
+    "gated": Field("bool"),
+    "revision": Field("str"),
+    "mmproj": Field("str"),
+    "mmproj_size": Field("int"),
+    # "quants": a map of quant name -> _QUANT_FILE; the names come from quants.toml (_schemas)
 }
 
 _MODEL = {
-    "id": _F("str", required=True),
-    "name": _F("str", required=True),
-    "released": _F("date", required=True),
-    "license": _F("str", required=True),
-    "hf_repo": _F("str", required=True),
-    "arch": _F("str", required=True, choices=ARCHITECTURES),
-    "use": _F("strs", required=True, choices=USE_CASES),
-    "aliases": _F("strs"),
-    "notes": _F("strs"),
-    "params_total": _F("int", required=True),
-    "params_active": _F("int"),
-    "n_layers": _F("int", required=True),
-    "gguf_block_count": _F("int"),
-    "mtp_layers": _F("int"),
-    "hidden_size": _F("int", required=True),
-    "n_heads": _F("int", required=True),
-    "n_kv_heads": _F("int", required=True),
-    "head_dim": _F("int", required=True),
-    "head_dim_v": _F("int"),
-    "full_attention_interval": _F("int"),
-    "linear_attention": _F("table", sub={
-        "v_heads": _F("int", required=True), "qk_heads": _F("int", required=True),
-        "head_dim": _F("int", required=True), "conv_kernel": _F("int")}),
-    "vocab_size": _F("int", required=True),
-    "tie_embeddings": _F("bool", required=True),
-    "ffn_size": _F("int"),
-    "experts": _F("table", sub={
-        "total": _F("int", required=True), "active": _F("int", required=True),
-        "shared": _F("int", required=True), "ffn_size": _F("int", required=True)}),
-    "context_native": _F("int", required=True),
-    "context_max": _F("int", required=True),
-    "thinking": _F("table", required=True, sub={
-        "mode": _F("str", required=True, choices=THINKING_MODES),
-        "switch": _F("strs", required=True, choices=THINKING_SWITCHES),
-        "default_on": _F("bool", required=True)}),
-    "sampling": _F("map", required=True, sub=_PRESET, choices=PRESET_NAMES),
-    "quality": _F("number", required=True),
-    "quality_for": _F("map", sub=None, choices=USE_CASES),  # values: numbers
-    "gguf": _F("tables", required=True, sub=_SOURCE),
-}
-
-_MODEL_FILE = {
-    "schema": _F("int", required=True),
-    "family": _F("str", required=True),
-    "family_name": _F("str", required=True),
-    "defaults": _F("table", sub=_MODEL),  # checked without `required`
-    "models": _F("tables", required=True, sub=_MODEL),
+    "id": Field("str", required=True),
+    "name": Field("str", required=True),
+    "released": Field("date", required=True),
+    "license": Field("str", required=True),
+    "hf_repo": Field("str", required=True),
+    "arch": Field("str", required=True, choices=ARCHITECTURES),
+    "use": Field("strs", required=True, choices=USE_CASES),
+    "aliases": Field("strs"),
+    "notes": Field("strs"),
+    "params_total": Field("int", required=True),
+    "params_active": Field("int"),
+    "n_layers": Field("int", required=True),
+    "gguf_block_count": Field("int"),
+    "mtp_layers": Field("int"),
+    "hidden_size": Field("int", required=True),
+    "n_heads": Field("int", required=True),
+    "n_kv_heads": Field("int", required=True),
+    "head_dim": Field("int", required=True),
+    "head_dim_v": Field("int"),
+    "full_attention_interval": Field("int"),
+    "linear_attention": Field("table", sub={
+        "v_heads": Field("int", required=True), "qk_heads": Field("int", required=True),
+        "head_dim": Field("int", required=True), "conv_kernel": Field("int")}),
+    "vocab_size": Field("int", required=True),
+    "tie_embeddings": Field("bool", required=True),
+    "ffn_size": Field("int"),
+    "experts": Field("table", sub={
+        "total": Field("int", required=True), "active": Field("int", required=True),
+        "shared": Field("int", required=True), "ffn_size": Field("int", required=True)}),
+    "context_native": Field("int", required=True),
+    "context_max": Field("int", required=True),
+    "thinking": Field("table", required=True, sub={
+        "mode": Field("str", required=True, choices=THINKING_MODES),
+        "switch": Field("strs", required=True, choices=THINKING_SWITCHES),
+        "default_on": Field("bool", required=True)}),
+    "sampling": Field("map", required=True, choices=PRESET_NAMES,
+                      of=Field("table", sub=_PRESET)),
+    "quality": Field("number", required=True),
+    "quality_for": Field("map", choices=USE_CASES, of=Field("number")),
+    # "gguf": an array of _SOURCE tables (_schemas)
 }
 
 _QUANT_ENTRY = {
-    "bits": _F("int", required=True),
-    "bpw": _F("number", required=True),
-    "kld": _F("number"),
-    "kld_imatrix": _F("number"),
-    "delta_ppl": _F("number"),
-    "delta_ppl_pct_70b": _F("number"),
-    "loss_assumed": _F("bool"),
+    "bits": Field("int", required=True),
+    "bpw": Field("number", required=True),
+    "kld": Field("number"),
+    "kld_imatrix": Field("number"),
+    "delta_ppl": Field("number"),
+    "delta_ppl_pct_70b": Field("number"),
+    "loss_assumed": Field("bool"),
 }
 
 _QUANTS_FILE = {
-    "schema": _F("int", required=True),
-    "quants": _F("map", required=True, sub=_QUANT_ENTRY),
-    "small_models": _F("table", required=True, sub={
-        "max_params": _F("int", required=True), "min_bits": _F("int", required=True),
-        "prefer": _F("strs", required=True)}),
-    "qwen_kld": _F("tables", sub={
-        "model": _F("str", required=True), "quant": _F("str", required=True),
-        "kld": _F("number", required=True), "top1": _F("number")}),
+    "schema": Field("int", required=True),
+    "quants": Field("map", required=True, of=Field("table", sub=_QUANT_ENTRY)),
+    "small_models": Field("table", required=True, sub={
+        "max_params": Field("int", required=True), "min_bits": Field("int", required=True),
+        "prefer": Field("strs", required=True)}),
+    "qwen_kld": Field("tables", sub={
+        "model": Field("str", required=True), "quant": Field("str", required=True),
+        "kld": Field("number", required=True), "top1": Field("number")}),
 }
 
 
-def _is_kind(value: Any, kind: str) -> bool:
-    if kind == "str":
-        return isinstance(value, str)
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "date":
-        return isinstance(value, date) and not hasattr(value, "hour")
-    if kind == "strs":
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    if kind in ("table", "map"):
-        return isinstance(value, dict)
-    if kind == "tables":
-        return isinstance(value, list) and all(isinstance(v, dict) for v in value)
-    if kind == "int|ints":
-        return _is_kind(value, "int") or (
-            isinstance(value, list) and bool(value) and all(_is_kind(v, "int") for v in value))
-    if kind == "str|strs":
-        return isinstance(value, str) or _is_kind(value, "strs")
-    raise AssertionError(kind)
+@lru_cache(maxsize=4)
+def _schemas(quant_names: tuple[str, ...]) -> tuple[tomlfile.Schema, tomlfile.Schema]:
+    """(model file, one merged [[models]] entry): quant names must be keys of quants.toml."""
+    quants = Field("map", required=True, choices=quant_names, noun="quant",
+                   of=Field("table", sub=_QUANT_FILE))
+    model = _MODEL | {"gguf": Field("tables", required=True, sub=_SOURCE | {"quants": quants})}
+    model_file = {
+        "schema": Field("int", required=True),
+        "family": Field("str", required=True),
+        "family_name": Field("str", required=True),
+        # [defaults] is a partial model: types checked, nothing required until the merge
+        "defaults": Field("table", sub=model, partial=True),
+        # each entry is checked after [defaults] is merged under it
+        "models": Field("tables", required=True, expect="an array of tables ([[models]])"),
+    }
+    return model_file, model
 
 
-def _join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
+@dataclass(frozen=True)
+class _Where:
+    """The file a model is built from: checks past the schema fail in tomlfile's format."""
 
-
-class _Checker:
-    """Walks a parsed TOML document against a schema, naming the file and key path on error."""
-
-    def __init__(self, file: Path, quant_names: Iterable[str] = ()) -> None:
-        self.file = file
-        self.quant_names = tuple(quant_names)
+    file: Path
+    quant_names: tuple[str, ...] = ()
 
     def fail(self, path: str, message: str) -> ConfigError:
-        where = f"{self.file}: {path}" if path else str(self.file)
-        return ConfigError(f"{where}: {message}",
-                           hint="fix the file, or move it out of the models/ directory")
-
-    def table(self, data: Mapping[str, Any], spec: Mapping[str, _F], path: str,
-              required: bool = True) -> None:
-        for key, value in data.items():
-            f = spec.get(key)
-            if f is None:
-                raise self.fail(_join(path, key), "unknown key" + _did_you_mean(key, spec))
-            self.value(value, f, _join(path, key), required)
-        if required:
-            for key, f in spec.items():
-                if f.required and key not in data:
-                    raise self.fail(_join(path, key), "missing required key")
-
-    def required(self, data: Mapping[str, Any], spec: Mapping[str, _F], path: str) -> None:
-        """Required keys only, recursively (for entries merged from already-checked parts)."""
-        for key, f in spec.items():
-            if key not in data:
-                if f.required:
-                    raise self.fail(_join(path, key), "missing required key")
-                continue
-            if f.sub is None:
-                continue
-            value = data[key]
-            if f.kind == "table":
-                self.required(value, f.sub, _join(path, key))
-            elif f.kind == "tables":
-                for i, item in enumerate(value):
-                    self.required(item, f.sub, _join(_join(path, key), i))
-            elif f.kind == "map":
-                for name, item in value.items():
-                    self.required(item, f.sub, _join(_join(path, key), name))
-
-    def value(self, value: Any, f: _F, path: str, required: bool = True) -> None:
-        if not _is_kind(value, f.kind):
-            raise self.fail(path, f"expected {_KIND_WORDS[f.kind]}, got {_toml_type(value)}")
-        if f.kind == "str" and f.choices and value not in f.choices:
-            raise self.fail(path, f"unknown value {value!r}; expected one of "
-                                  f"{', '.join(f.choices)}")
-        if f.kind == "strs" and f.choices:
-            for i, item in enumerate(value):
-                if item not in f.choices:
-                    raise self.fail(_join(path, i), f"unknown value {item!r}; expected one of "
-                                                    f"{', '.join(f.choices)}")
-        if f.kind == "table" and f.sub is not None:
-            self.table(value, f.sub, path, required)
-        elif f.kind == "tables" and f.sub is not None:
-            for i, item in enumerate(value):
-                self.table(item, f.sub, _join(path, i), required)
-        elif f.kind == "map":
-            self.mapping(value, f, path, required)
-
-    def mapping(self, value: Mapping[str, Any], f: _F, path: str, required: bool) -> None:
-        choices = f.choices if f.choices is not None else (
-            self.quant_names if f.sub is _QUANT_FILE else None)
-        for key, item in value.items():
-            sub_path = _join(path, key)
-            if choices is not None and key not in choices:
-                what = "quant" if f.sub is _QUANT_FILE else "key"
-                tip = _did_you_mean(key.upper() if what == "quant" else key, choices)
-                raise self.fail(sub_path, f"unknown {what}{tip}")
-            if f.sub is None:
-                if not _is_kind(item, "number"):
-                    raise self.fail(sub_path, f"expected a number, got {_toml_type(item)}")
-            elif not isinstance(item, dict):
-                raise self.fail(sub_path, f"expected a table, got {_toml_type(item)}")
-            else:
-                self.table(item, f.sub, sub_path, required)
-
-
-def _did_you_mean(key: str, known: Iterable[str]) -> str:
-    import difflib  # only on the error path: keeps start-up lean
-
-    near = difflib.get_close_matches(key, list(known), n=1)
-    return f" (did you mean {near[0]!r}?)" if near else ""
-
-
-def _toml_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, date):
-        return "a date/time"
-    return type(value).__name__
+        return tomlfile.error(self.file, path, message, hint=_HINT)
 
 
 # --------------------------------------------------------------------------------------------
 # Reading files
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:  # message carries "(at line N, column M)"
-        raise ConfigError(f"{path}: invalid TOML: {exc}",
-                          hint="fix the syntax, or move the file out of the models/ directory"
-                          ) from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -609,9 +464,9 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 def _parse_quants_file(path: str, _mtime: int, _size: int) -> tuple[
         Mapping[str, QuantInfo], SmallModelRule, tuple[QwenKld, ...]]:
     file = Path(path)
-    data = _read_toml(file)
-    check = _Checker(file)
-    check.table(data, _QUANTS_FILE, "")
+    data = tomlfile.read(file, hint=_HINT)
+    tomlfile.check(data, _QUANTS_FILE, file, hint=_HINT)
+    check = _Where(file)
     if data["schema"] != SCHEMA_VERSION:
         raise check.fail("schema", f"unsupported schema {data['schema']}; expected "
                                    f"{SCHEMA_VERSION}")
@@ -651,30 +506,19 @@ def _opt_float(value: Any) -> float | None:
 def _parse_model_file(path: str, _mtime: int, _size: int,
                       quant_names: tuple[str, ...]) -> tuple[ModelSpec, ...]:
     file = Path(path)
-    data = _read_toml(file)
-    check = _Checker(file, quant_names)
-    for key, value in data.items():
-        f = _MODEL_FILE.get(key)
-        if f is None:
-            raise check.fail(key, "unknown key" + _did_you_mean(key, _MODEL_FILE))
-        if key != "models":  # [defaults] is a partial model: types checked, nothing required
-            check.value(value, f, key, required=False)
-    for key in ("schema", "family", "family_name", "models"):
-        if key not in data:
-            raise check.fail(key, "missing required key")
+    data = tomlfile.read(file, hint=_HINT)
+    file_schema, model_schema = _schemas(quant_names)
+    tomlfile.check(data, file_schema, file, hint=_HINT)
+    check = _Where(file, quant_names)
     if data["schema"] != SCHEMA_VERSION:
         raise check.fail("schema", f"unsupported schema {data['schema']}; expected "
                                    f"{SCHEMA_VERSION}")
-    if not _is_kind(data["models"], "tables"):
-        raise check.fail("models", f"expected an array of tables ([[models]]), got "
-                                   f"{_toml_type(data['models'])}")
     defaults = data.get("defaults", {})
     specs = []
     for i, raw in enumerate(data["models"]):
         path_i = f"models[{i}]"
-        check.table(raw, _MODEL, path_i, required=False)  # errors name the model's own keys
-        merged = _merge(defaults, raw)
-        check.required(merged, _MODEL, path_i)  # types were checked in raw and [defaults]
+        merged = _merge(defaults, raw)  # errors name the model's own keys: models[i].key
+        tomlfile.check(merged, model_schema, file, path_i, hint=_HINT)
         specs.append(_build_model(merged, check, path_i, data["family"], data["family_name"]))
     seen: dict[str, int] = {}
     for i, spec in enumerate(specs):
@@ -685,10 +529,10 @@ def _parse_model_file(path: str, _mtime: int, _size: int,
     return tuple(specs)
 
 
-def _build_model(m: Mapping[str, Any], check: _Checker, path: str, family: str,
+def _build_model(m: Mapping[str, Any], check: _Where, path: str, family: str,
                  family_name: str) -> ModelSpec:
     def fail(key: str, message: str) -> ConfigError:
-        return check.fail(_join(path, key), message)
+        return check.fail(join(path, key), message)
 
     if not ID_RE.match(m["id"]):
         raise fail("id", f"{m['id']!r}: use lower case letters, digits, '.', '-', '_'")
@@ -738,7 +582,7 @@ def _build_model(m: Mapping[str, Any], check: _Checker, path: str, family: str,
                 for name, p in m["sampling"].items()}
     if not m["gguf"]:
         raise fail("gguf", "list at least one GGUF source")
-    sources = tuple(_build_source(s, check, _join(_join(path, "gguf"), i))
+    sources = tuple(_build_source(s, check, join(join(path, "gguf"), i))
                     for i, s in enumerate(m["gguf"]))
     n_layers = m["n_layers"]
     mtp = m.get("mtp_layers", 0)
@@ -764,9 +608,9 @@ def _build_model(m: Mapping[str, Any], check: _Checker, path: str, family: str,
         source_file=str(check.file))
 
 
-def _build_source(s: Mapping[str, Any], check: _Checker, path: str) -> GgufSource:
+def _build_source(s: Mapping[str, Any], check: _Where, path: str) -> GgufSource:
     def fail(key: str, message: str) -> ConfigError:
-        return check.fail(_join(path, key), message)
+        return check.fail(join(path, key), message)
 
     repo = s["repo"]
     if not REPO_RE.match(repo):
@@ -792,7 +636,7 @@ def _build_source(s: Mapping[str, Any], check: _Checker, path: str) -> GgufSourc
     quants = {}
     for name, q in s["quants"].items():
         quants[name] = _build_quant_file(name, q, repo, pattern, split, revision,
-                                         s["confirmed"], check, _join(_join(path, "quants"),
+                                         s["confirmed"], check, join(join(path, "quants"),
                                                                       name))
     return GgufSource(repo=repo, file_pattern=pattern, split_pattern=split,
                       confirmed=s["confirmed"], gated=s.get("gated", False), revision=revision,
@@ -805,10 +649,10 @@ def _default_split(pattern: str) -> str:
 
 
 def _build_quant_file(name: str, q: Mapping[str, Any], repo: str, pattern: str, split: str,
-                      source_revision: str | None, confirmed: bool, check: _Checker,
+                      source_revision: str | None, confirmed: bool, check: _Where,
                       path: str) -> QuantFile:
     def fail(key: str, message: str) -> ConfigError:
-        return check.fail(_join(path, key), message)
+        return check.fail(join(path, key), message)
 
     size = q["size"]
     part_sizes = tuple(size) if isinstance(size, list) else None

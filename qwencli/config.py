@@ -4,8 +4,10 @@ Keys (`KEYS`):
 - `default-model`: the model `qwen chat` uses when neither -m nor QWEN_MODEL names one
   (set with `qwen config set default-model MODEL`, or by `qwen pull MODEL --default`).
 
-The file is TOML with one `key = "value"` per line, so it can be edited by hand; a malformed
-file is a one-line ConfigError naming it. Writes are atomic (a temporary file, then a rename).
+The file is TOML with one `key = "value"` per line, so it can be edited by hand (a UTF-8 byte
+order mark, as Notepad writes, is fine); a malformed file is a one-line ConfigError naming it and
+the key (`tomlfile`'s format). Keys qwen does not know are kept as they are. Writes are atomic (a
+temporary file, then a rename).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from qwencli import tomlfile
 from qwencli.errors import ConfigError, UsageError
 from qwencli.paths import config_dir
+from qwencli.tomlfile import Field
 
 CONFIG_NAME = "config.toml"
 DEFAULT_MODEL = "default-model"
@@ -47,28 +51,16 @@ def config_path() -> Path:
     return config_dir() / CONFIG_NAME
 
 
+_SCHEMA = {key: Field("str") for key in KEYS}
+_FIX_HINT = f"fix the file, or delete it and run `qwen config set {DEFAULT_MODEL} MODEL` again"
+
+
 def load_config(path: Path | None = None) -> dict[str, Any]:
     """The settings as a dict ({} when the file does not exist)."""
     path = path or config_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}",
-                          hint=f"fix or delete the file; `qwen config set {DEFAULT_MODEL} "
-                               "MODEL` rewrites it") from None
-    for key, value in data.items():
-        if key in KEYS and not isinstance(value, str):
-            raise ConfigError(f"{path}: {key} must be a string, not {type(value).__name__}")
+    data = tomlfile.read(path, missing_ok=True, hint=_FIX_HINT)
+    known = {key: value for key, value in data.items() if key in KEYS}  # others are kept as is
+    tomlfile.check(known, _SCHEMA, path, hint=_FIX_HINT)
     return data
 
 
@@ -127,8 +119,8 @@ def render(data: Mapping[str, Any]) -> str:
     lines = ["# qwen settings; `qwen config set KEY VALUE` edits this file"]
     for key, value in data.items():
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{config_path()}: {key} is a table or array, which qwen does "
-                              "not write; edit the file by hand")
+            raise tomlfile.error(config_path(), key, "a table or array, which qwen does not "
+                                                     "write; edit the file by hand")
         bare = key.replace("-", "").replace("_", "").isalnum()
         lines.append(f"{key if bare else json.dumps(key)} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"

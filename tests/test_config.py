@@ -40,13 +40,17 @@ def test_bad_keys_values_and_files() -> None:
         config.set_value("default-model", "qwen3-9b")
     with pytest.raises(UsageError, match="qwen3-8b has no quant 'Q9_K'"):
         config.set_value("default-model", "qwen3-8b:q9_k")
-    config.config_path().parent.mkdir(parents=True, exist_ok=True)
-    config.config_path().write_text("default-model = [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid TOML"):
+    path = config.config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("default-model = [unclosed\n")
+    with pytest.raises(ConfigError) as info:
         config.default_model()
-    config.config_path().write_text("default-model = 3\n")
-    with pytest.raises(ConfigError, match="default-model must be a string"):
+    assert info.value.message == f"{path}: line 1: invalid value (column 18)"
+    assert info.value.hint is not None and "qwen config set default-model" in info.value.hint
+    path.write_text("default-model = 3\n")
+    with pytest.raises(ConfigError) as info:
         config.default_model()
+    assert info.value.message == f"{path}: default-model: expected a string, got an integer"
 
 
 def test_odd_strings_survive_the_file() -> None:
@@ -75,3 +79,66 @@ def test_cli_commands() -> None:
     assert done.exit_code == 0 and config.default_model() is None
     done = runner.invoke(app, ["config", "set", "nope", "1"])
     assert done.exit_code == 2 and "unknown setting 'nope'" in done.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# A hand-edited config file, through the real CLI
+
+
+def _config_file(content: bytes) -> Path:
+    path = config.config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def _one_line_error(args: list[str]) -> str:
+    """Run `qwen ARGS`, expect exit 1 and one error line (plus at most a hint); return it."""
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 1, done.output
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith("error: ")
+    assert lines[1:] == [] or (len(lines) == 2 and lines[1].startswith("hint: "))
+    assert "Traceback" not in done.stderr and "unexpected" not in done.stderr
+    return lines[0]
+
+
+def test_a_config_saved_with_a_byte_order_mark_loads() -> None:
+    _config_file(b'\xef\xbb\xbfdefault-model = "qwen3-4b"\r\n')  # as Notepad saves it
+    done = CliRunner().invoke(app, ["config", "get", "default-model"])
+    assert (done.exit_code, done.stdout) == (0, "qwen3-4b\n")
+    done = CliRunner().invoke(app, ["config", "list", "--json"])
+    assert done.exit_code == 0
+    assert json.loads(done.stdout)["settings"] == {"default-model": "qwen3-4b"}
+
+
+@pytest.mark.parametrize("args", [["config", "get", "default-model"], ["config", "list"]])
+def test_a_config_that_is_not_utf8_is_one_line(args: list[str]) -> None:
+    path = _config_file("default-model = 'C:\\models\\café.gguf'\n".encode("latin-1"))
+    assert _one_line_error(args) == f"error: {path}: not UTF-8 text (byte 0xe9 at offset 30)"
+
+
+@pytest.mark.parametrize("args", [["config", "get", "default-model"], ["config", "list"]])
+def test_a_config_value_of_the_wrong_type_names_the_key(args: list[str]) -> None:
+    path = _config_file(b"default-model = 3\n")
+    assert _one_line_error(args) == (
+        f"error: {path}: default-model: expected a string, got an integer")
+
+
+def test_a_config_syntax_error_names_the_line() -> None:
+    path = _config_file(b'# settings\ndefault-model = "qwen3-4b\n')
+    assert _one_line_error(["config", "list"]).startswith(f"error: {path}: line 2: ")
+
+
+def test_a_folder_where_the_config_file_should_be() -> None:
+    path = config.config_path()
+    path.mkdir(parents=True)
+    assert _one_line_error(["config", "list"]).startswith(f"error: {path}: cannot read: ")
+
+
+def test_unknown_keys_in_the_config_are_kept() -> None:
+    _config_file(b'default-model = "qwen3-4b"\ncolour = 3\n')
+    assert config.load_config() == {"default-model": "qwen3-4b", "colour": 3}
+    done = CliRunner().invoke(app, ["config", "get", "default-model"])
+    assert (done.exit_code, done.stdout) == (0, "qwen3-4b\n")

@@ -9,163 +9,57 @@ mean the laptop part, and the series prefix ("RTX", "GTX", "RX", "Arc") may be l
 depends on the GPU core count (M3 Max, M4 Max) are told apart by `cores`, or by a core count in
 the name ("M3 Max 40-core GPU"); without one the slower variant is returned, so estimates err low.
 
-This module also holds the small TOML reading helpers that `profiles.py` shares: every error
-names the file and the key, and a syntax error names the line.
+This module also holds what `profiles.py` shares for reading sizes: the `SIZE` field and
+`size_at`, so a bad size reads like every other file error (`tomlfile`'s format).
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
+from qwencli import tomlfile
 from qwencli.errors import ConfigError
 from qwencli.hardware import metal
 from qwencli.hardware.model import Bandwidth, Gpu
 from qwencli.paths import bundled_profiles_dir
+from qwencli.tomlfile import Field
 from qwencli.units import parse_size
 
 VENDORS = ("nvidia", "amd", "intel", "apple")
 BACKENDS = ("cuda", "hip", "metal", "vulkan", "sycl")
 
 # --------------------------------------------------------------------------------------------
-# TOML reading shared with profiles.py
+# Schema (sizes shared with profiles.py)
+
+# A memory size as a person writes it ("16GB"; bare GB is binary, as units.parse_size documents).
+SIZE = Field("str", expect='a size string such as "16GB"')
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file; a syntax error becomes a ConfigError "<file>: line N: <problem>"."""
+def size_at(file: Path, key: str, text: str) -> int:
+    """A `SIZE` value in bytes; what parse_size objects to becomes `<file>: <key>: <problem>`."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {_toml_problem(exc, text)}") from exc
+        return parse_size(text)
+    except ValueError as exc:
+        raise tomlfile.error(file, key, str(exc)) from None
 
 
-def _toml_problem(exc: Exception, text: str) -> str:
-    """tomllib says "Invalid value (at line 3, column 7)"; users read "line 3: invalid value"."""
-    message = str(exc)
-    match = re.match(r"^(.*?)\s*\(at line (\d+), column (\d+)\)$", message)
-    if match:
-        problem, line, column = match.groups()
-        return f"line {line}: {problem[:1].lower()}{problem[1:]} (column {column})"
-    match = re.match(r"^(.*?)\s*\(at end of document\)$", message)
-    if match:
-        problem = match.group(1)
-        last_line = max(1, len(text.splitlines()))
-        return f"line {last_line}: {problem[:1].lower()}{problem[1:]} (at end of file)"
-    return message
-
-
-class TomlSection:
-    """Typed access to one TOML table; every error names the file and the dotted key."""
-
-    def __init__(self, path: Path, data: dict[str, Any], prefix: str = "") -> None:
-        self.path = path
-        self.data = data
-        self.prefix = prefix
-
-    def key(self, name: str) -> str:
-        """The dotted key as a user would find it in the file, e.g. 'gpus[0].vram'."""
-        return f"{self.prefix}{name}"
-
-    def error(self, name: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.path}: key '{self.key(name)}': {problem}")
-
-    def check_keys(self, required: Sequence[str], optional: Sequence[str] = ()) -> None:
-        """Reject unknown keys (a typo would otherwise be silently ignored) and missing ones."""
-        allowed = set(required) | set(optional)
-        for name in self.data:
-            if name not in allowed:
-                known = ", ".join(sorted(allowed))
-                raise ConfigError(
-                    f"{self.path}: unknown key '{self.key(name)}' (allowed here: {known})"
-                )
-        for name in required:
-            if name not in self.data:
-                raise ConfigError(f"{self.path}: missing key '{self.key(name)}'")
-
-    def has(self, name: str) -> bool:
-        return name in self.data
-
-    def _get(self, name: str, kind: type | tuple[type, ...], what: str) -> Any:
-        value = self.data[name]
-        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            raise self.error(name, f"expected {what}, got a boolean")
-        if not isinstance(value, kind):
-            raise self.error(name, f"expected {what}, got {type(value).__name__} {value!r}")
-        return value
-
-    def string(self, name: str, choices: Sequence[str] | None = None) -> str:
-        value: str = self._get(name, str, "a string")
-        if not value.strip():
-            raise self.error(name, "must not be empty")
-        if choices is not None and value not in choices:
-            raise self.error(name, f"{value!r} is not one of {', '.join(choices)}")
-        return value
-
-    def integer(self, name: str, minimum: int = 1) -> int:
-        value: int = self._get(name, int, "an integer")
-        if value < minimum:
-            raise self.error(name, f"must be at least {minimum}, got {value}")
-        return value
-
-    def positive_number(self, name: str) -> float:
-        value = self._get(name, (int, float), "a number")
-        if value <= 0:
-            raise self.error(name, f"must be greater than zero, got {value}")
-        return float(value)
-
-    def boolean(self, name: str) -> bool:
-        value: bool = self._get(name, bool, "true or false")
-        return value
-
-    def size(self, name: str) -> int:
-        """A size string such as "16GB" (bare GB is binary, as units.parse_size documents)."""
-        value = self._get(name, str, 'a size string such as "16GB"')
-        try:
-            return parse_size(value)
-        except ValueError as exc:
-            raise self.error(name, str(exc)) from exc
-
-    def strings(self, name: str) -> tuple[str, ...]:
-        values = self._get(name, list, "a list of strings")
-        for value in values:
-            if not isinstance(value, str) or not value.strip():
-                raise self.error(name, f"expected a list of strings, found {value!r}")
-        return tuple(values)
-
-    def integers(self, name: str) -> tuple[int, ...]:
-        values = self._get(name, list, "a list of integers")
-        for value in values:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise self.error(name, f"expected a list of positive integers, found {value!r}")
-        return tuple(values)
-
-    def table(self, name: str) -> TomlSection:
-        value = self._get(name, dict, "a table")
-        return TomlSection(self.path, value, f"{self.key(name)}.")
-
-    def tables(self, name: str) -> list[TomlSection]:
-        values = self._get(name, list, "an array of tables")
-        sections = []
-        for i, value in enumerate(values):
-            if not isinstance(value, dict):
-                raise self.error(f"{name}[{i}]", "expected a table")
-            sections.append(TomlSection(self.path, value, f"{self.key(name)}[{i}]."))
-        return sections
+_ENTRY = {
+    "name": Field("str", required=True, blank=False),
+    "aliases": Field("strs", blank=False),
+    "vendor": Field("str", required=True, choices=VENDORS),
+    "backend": Field("str", required=True, choices=BACKENDS),
+    "memory": SIZE,  # required unless unified (Apple chips use the machine's RAM)
+    "bandwidth_gbs": Field("number", required=True, above=0),
+    "unified": Field("bool"),
+    "gpu_cores": Field("ints", minimum=1),
+}
+_TABLE = {"gpu": Field("tables", required=True, sub=_ENTRY)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,10 +154,9 @@ def default_table_path() -> Path:
 
 @lru_cache(maxsize=8)
 def _load_cached(path: Path) -> tuple[KnownGpu, ...]:
-    data = read_toml(path)
-    root = TomlSection(path, data)
-    root.check_keys(["gpu"])
-    gpus = tuple(parse_entry(section) for section in root.tables("gpu"))
+    data = tomlfile.read(path)
+    tomlfile.check(data, _TABLE, path)
+    gpus = tuple(_entry(path, f"gpu[{i}]", raw) for i, raw in enumerate(data["gpu"]))
     _check_unique(path, gpus)
     return gpus
 
@@ -273,25 +166,22 @@ def load_known_gpus(path: Path | None = None) -> tuple[KnownGpu, ...]:
     return _load_cached(Path(path) if path is not None else default_table_path())
 
 
-def parse_entry(section: TomlSection) -> KnownGpu:
-    """Validate one `[[gpu]]` table. Apple-style unified entries may omit `memory`."""
-    section.check_keys(
-        ["name", "vendor", "backend", "bandwidth_gbs"],
-        ["aliases", "memory", "unified", "gpu_cores"],
-    )
-    unified = section.boolean("unified") if section.has("unified") else False
-    memory = section.size("memory") if section.has("memory") else None
+def _entry(path: Path, key: str, raw: dict[str, Any]) -> KnownGpu:
+    """One schema-checked `[[gpu]]` table. Apple-style unified entries may omit `memory`."""
+    unified = raw.get("unified", False)
+    memory = size_at(path, f"{key}.memory", raw["memory"]) if "memory" in raw else None
     if memory is None and not unified:
-        raise ConfigError(f"{section.path}: missing key '{section.key('memory')}'")
+        raise tomlfile.error(path, f"{key}.memory",
+                             "missing required key (a GPU without unified = true needs it)")
     return KnownGpu(
-        name=section.string("name"),
-        aliases=section.strings("aliases") if section.has("aliases") else (),
-        vendor=section.string("vendor", VENDORS),
-        backend=section.string("backend", BACKENDS),
+        name=raw["name"],
+        aliases=tuple(raw.get("aliases", ())),
+        vendor=raw["vendor"],
+        backend=raw["backend"],
         memory_bytes=memory,
-        bandwidth_bytes_per_s=round(section.positive_number("bandwidth_gbs") * 1e9),
+        bandwidth_bytes_per_s=round(raw["bandwidth_gbs"] * 1e9),
         unified=unified,
-        gpu_cores=section.integers("gpu_cores") if section.has("gpu_cores") else (),
+        gpu_cores=tuple(raw.get("gpu_cores", ())),
     )
 
 

@@ -32,17 +32,13 @@ memory is the machine's RAM.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from qwencli import tomlfile
 from qwencli.errors import ConfigError, UsageError
-from qwencli.hardware.known_gpus import (
-    KnownGpu,
-    TomlSection,
-    lookup,
-    nearest_names,
-    read_toml,
-)
+from qwencli.hardware.known_gpus import SIZE, KnownGpu, lookup, nearest_names, size_at
 from qwencli.hardware.model import (
     Bandwidth,
     Cpu,
@@ -52,6 +48,7 @@ from qwencli.hardware.model import (
     Memory,
 )
 from qwencli.paths import bundled_profiles_dir, config_dir
+from qwencli.tomlfile import Field
 from qwencli.units import format_bytes
 
 GIB = 1024**3
@@ -63,6 +60,31 @@ OSES = ("linux", "darwin", "windows")
 RESERVE_SHARE = 0.10
 RESERVE_MIN = GIB // 2
 RESERVE_MAX = 2 * GIB
+
+_TEXT = Field("str", required=True, blank=False)
+_COUNT = Field("int", required=True, minimum=1)
+_SCHEMA = {
+    "name": _TEXT,
+    "description": _TEXT,
+    "os": Field("str", required=True, choices=OSES),
+    "ram": replace(SIZE, required=True),
+    "ram_bandwidth_gbs": Field("number", required=True, above=0),
+    "ram_available": SIZE,
+    "unified": Field("bool"),
+    "cpu": Field("table", required=True, sub={
+        "model": _TEXT,
+        "arch": _TEXT,
+        "physical_cores": _COUNT,
+        "logical_cores": _COUNT,
+        "performance_cores": Field("int", minimum=1),
+        "features": Field("strs", required=True, blank=False),
+    }),
+    "gpus": Field("tables", sub={
+        "name": _TEXT,  # a name the known-GPU table knows (checked after the schema)
+        "count": Field("int", minimum=1),
+        "vram": SIZE,
+    }),
+}
 
 
 @dataclass(frozen=True)
@@ -218,89 +240,82 @@ def load_profile(name: str) -> HardwareProfile:
             f"unknown hardware profile {name!r}; known profiles: {known}",
             hint=f"add your own as {config_dir() / 'hardware' / (name + '.toml')}",
         )
-    return parse_profile(path, read_toml(path))
+    return parse_profile(path, tomlfile.read(path))
 
 
 def parse_profile(
-    path: Path, data: dict, table: Sequence[KnownGpu] | None = None
+    path: Path, data: dict[str, Any], table: Sequence[KnownGpu] | None = None
 ) -> HardwareProfile:
     """Validate parsed TOML as a profile; every error names the file and the key."""
-    root = TomlSection(path, data)
-    root.check_keys(
-        ["name", "description", "os", "cpu", "ram", "ram_bandwidth_gbs"],
-        ["ram_available", "gpus", "unified"],
-    )
-    name = root.string("name")
+    tomlfile.check(data, _SCHEMA, path)
+    name = data["name"]
     if name != path.stem:
-        raise root.error("name", f"{name!r} must equal the file name {path.stem!r}")
-    ram = root.size("ram")
-    available = root.size("ram_available") if root.has("ram_available") else None
-    if available is not None and available > ram:
-        raise root.error("ram_available", "is larger than ram")
-    unified = root.boolean("unified") if root.has("unified") else False
-    gpus = _parse_gpus(root, table) if root.has("gpus") else ()
-    _check_unified(root, gpus, unified, table)
+        raise tomlfile.error(path, "name", f"{name!r} must equal the file name {path.stem!r}")
+    ram = size_at(path, "ram", data["ram"])
+    available = None
+    if "ram_available" in data:
+        available = size_at(path, "ram_available", data["ram_available"])
+        if available > ram:
+            raise tomlfile.error(path, "ram_available", "is larger than ram")
+    unified = data.get("unified", False)
+    gpus = _parse_gpus(path, data.get("gpus", ()), table)
+    _check_unified(path, gpus, unified, table)
     return HardwareProfile(
         name=name,
-        description=root.string("description"),
+        description=data["description"],
         path=path,
-        os=root.string("os", OSES),
-        cpu=_parse_cpu(root.table("cpu")),
+        os=data["os"],
+        cpu=_parse_cpu(path, data["cpu"]),
         ram_bytes=ram,
-        ram_bandwidth_bytes_per_s=round(root.positive_number("ram_bandwidth_gbs") * 1e9),
+        ram_bandwidth_bytes_per_s=round(data["ram_bandwidth_gbs"] * 1e9),
         ram_available_bytes=available,
         gpus=gpus,
         unified=unified,
     )
 
 
-def _parse_cpu(section: TomlSection) -> Cpu:
-    section.check_keys(
-        ["model", "arch", "physical_cores", "logical_cores", "features"],
-        ["performance_cores"],
-    )
-    physical = section.integer("physical_cores")
-    logical = section.integer("logical_cores")
+def _parse_cpu(path: Path, cpu: dict[str, Any]) -> Cpu:
+    physical = cpu["physical_cores"]
+    logical = cpu["logical_cores"]
     if logical < physical:
-        raise section.error("logical_cores", f"{logical} is fewer than physical_cores {physical}")
-    performance = section.integer("performance_cores") if section.has("performance_cores") else None
+        raise tomlfile.error(path, "cpu.logical_cores",
+                             f"{logical} is fewer than physical_cores {physical}")
+    performance = cpu.get("performance_cores")
     if performance is not None and performance > physical:
-        raise section.error("performance_cores", f"{performance} is more than physical_cores")
+        raise tomlfile.error(path, "cpu.performance_cores",
+                             f"{performance} is more than physical_cores")
     return Cpu(
-        model=section.string("model"),
-        arch=section.string("arch"),
+        model=cpu["model"],
+        arch=cpu["arch"],
         physical_cores=physical,
         logical_cores=logical,
-        features=tuple(sorted({f.lower() for f in section.strings("features")})),
+        features=tuple(sorted({f.lower() for f in cpu["features"]})),
         performance_cores=performance,
     )
 
 
-def _parse_gpus(root: TomlSection, table: Sequence[KnownGpu] | None) -> tuple[ProfileGpu, ...]:
+def _parse_gpus(
+    path: Path, entries: Sequence[dict[str, Any]], table: Sequence[KnownGpu] | None
+) -> tuple[ProfileGpu, ...]:
     gpus = []
-    for section in root.tables("gpus"):
-        section.check_keys(["name"], ["count", "vram"])
-        given = section.string("name")
+    for i, entry in enumerate(entries):
+        key = f"gpus[{i}]"
+        given = entry["name"]
         known = lookup(given, table=table)
         if known is None:
             near = nearest_names(given, table=table)
             suggestion = f"; did you mean {', '.join(near)}?" if near else ""
-            raise section.error("name", f"unknown GPU {given!r}{suggestion}")
-        vram = section.size("vram") if section.has("vram") else None
+            raise tomlfile.error(path, f"{key}.name", f"unknown GPU {given!r}{suggestion}")
+        vram = size_at(path, f"{key}.vram", entry["vram"]) if "vram" in entry else None
         if vram is not None and known.unified:
-            raise section.error("vram", f"{known.name} shares system RAM; set ram instead")
-        gpus.append(
-            ProfileGpu(
-                name=known.name,
-                count=section.integer("count") if section.has("count") else 1,
-                vram_bytes=vram,
-            )
-        )
+            raise tomlfile.error(path, f"{key}.vram",
+                                 f"{known.name} shares system RAM; set ram instead")
+        gpus.append(ProfileGpu(name=known.name, count=entry.get("count", 1), vram_bytes=vram))
     return tuple(gpus)
 
 
 def _check_unified(
-    root: TomlSection,
+    path: Path,
     gpus: Sequence[ProfileGpu],
     unified: bool,
     table: Sequence[KnownGpu] | None,
@@ -311,6 +326,8 @@ def _check_unified(
         gpu for gpu, known in zip(gpus, kinds, strict=True) if known is not None and known.unified
     ]
     if unified and (len(gpus) != 1 or len(shared) != 1 or gpus[0].count != 1):
-        raise root.error("unified", "a unified-memory machine needs exactly one unified GPU")
+        raise tomlfile.error(path, "unified",
+                             "a unified-memory machine needs exactly one unified GPU")
     if shared and not unified:
-        raise root.error("unified", f"{shared[0].name} shares system RAM: set unified = true")
+        raise tomlfile.error(path, "unified",
+                             f"{shared[0].name} shares system RAM: set unified = true")

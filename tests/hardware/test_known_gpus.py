@@ -228,25 +228,30 @@ def test_custom_table(table_file) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("text", "key", "problem"),
     [
-        (GOOD_ENTRY + "bandwdith = 1\n", "unknown key 'gpu[0].bandwdith'"),
-        (GOOD_ENTRY.replace('memory = "12GB"\n', ""), "missing key 'gpu[0].memory'"),
-        (GOOD_ENTRY.replace('vendor = "nvidia"', 'vendor = "3dfx"'), "key 'gpu[0].vendor'"),
-        (GOOD_ENTRY.replace('"12GB"', '"twelve"'), "key 'gpu[0].memory'"),
-        (GOOD_ENTRY.replace("360", "-1"), "key 'gpu[0].bandwidth_gbs'"),
-        (GOOD_ENTRY.replace("360", '"fast"'), "key 'gpu[0].bandwidth_gbs'"),
-        (GOOD_ENTRY + "unified = 1\n", "key 'gpu[0].unified'"),
-        ("[[card]]\nname = 'x'\n", "unknown key 'card'"),
-        (GOOD_ENTRY + GOOD_ENTRY, "all match the name"),
+        (GOOD_ENTRY + "bandwdith = 1\n", "gpu[0].bandwdith", "unknown key"),
+        (GOOD_ENTRY.replace('memory = "12GB"\n', ""), "gpu[0].memory", "missing required key"),
+        (GOOD_ENTRY.replace('vendor = "nvidia"', 'vendor = "3dfx"'), "gpu[0].vendor",
+         "unknown value '3dfx'"),
+        (GOOD_ENTRY.replace('"12GB"', '"twelve"'), "gpu[0].memory", "'twelve' is not a size"),
+        (GOOD_ENTRY.replace("360", "-1"), "gpu[0].bandwidth_gbs", "must be greater than 0"),
+        (GOOD_ENTRY.replace("360", '"fast"'), "gpu[0].bandwidth_gbs", "expected a number"),
+        (GOOD_ENTRY + "unified = 1\n", "gpu[0].unified", "expected true or false"),
+        (GOOD_ENTRY + "gpu_cores = [0]\n", "gpu[0].gpu_cores[0]", "must be at least 1"),
+        ("[[card]]\nname = 'x'\n", "card", "unknown key"),
+        (GOOD_ENTRY + GOOD_ENTRY, None, "all match the name"),
     ],
 )
-def test_schema_errors_name_file_and_key(table_file, text: str, expected: str) -> None:
+def test_schema_errors_name_file_and_key(
+    table_file, text: str, key: str | None, problem: str
+) -> None:
     path = table_file(text)
     with pytest.raises(ConfigError) as info:
         load_known_gpus(path)
-    assert str(path) in info.value.message
-    assert expected in info.value.message
+    message = info.value.message
+    assert message.startswith(f"{path}: {key}: " if key else f"{path}: ")
+    assert problem in message
 
 
 def test_syntax_error_names_file_and_line(table_file) -> None:
