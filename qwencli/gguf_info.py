@@ -27,6 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from qwencli import gguf_names
 from qwencli.errors import QwenError
 from qwencli.paths import cache_dir
 
@@ -148,7 +149,6 @@ _CACHE_FORMAT = 1
 URL_CACHE_TTL_S = 24 * 3600
 _PINNED_REVISION = re.compile(r"/resolve/[0-9a-f]{40}/")
 
-_SPLIT_NAME = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 _LAYER_NAME = re.compile(r"^blk\.(\d+)\.")
 
 
@@ -892,11 +892,8 @@ def split_part_names(path_or_url: str | Path) -> list[str] | None:
 
 
 def _split_names(filename: str) -> list[str] | None:
-    m = _SPLIT_NAME.match(filename)
-    if not m:
-        return None
-    count = int(m.group("count"))
-    return [f"{m.group('stem')}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+    info = gguf_names.split_info(filename)
+    return None if info is None else gguf_names.split_names(filename, info[2])
 
 
 def read_model(location: str | Path, *, open_reader: OpenReader | None = None,
