@@ -60,26 +60,28 @@ def _shape_of(ref: CatalogRef | HubRef, quant: str | None, catalog: Catalog,
     if isinstance(ref, CatalogRef):
         assert spec is not None and quant is not None
         qf = quant_file(spec, quant)
+        file = f"{qf.repo}/{qf.filename}"
         if hub.offline():
             notes.append("catalog estimate: HF_HUB_OFFLINE is set and the file is not "
                          "downloaded")
-            return _catalog_shape(spec, quant), spec, f"{qf.repo}/{qf.filename}"
+            return _catalog_shape(spec, quant), spec, file
         try:
             pull = hub.resolve_pull(wanted, quant=quant)
+            file = f"{pull.repo}/{pull.files[0].path}"
             shape = _remote_shape(pull.repo, pull.files[0].path, pull.commit)
         except UsageError:
             raise
         except QwenError as exc:
             notes.append(f"catalog estimate: the header could not be read from the Hub "
                          f"({exc.message})")
-            return _catalog_shape(spec, quant), spec, f"{qf.repo}/{qf.filename}"
+            return _catalog_shape(spec, quant), spec, file
     else:
         if hub.offline():
             raise hub.HubError(f"cannot read {wanted}: HF_HUB_OFFLINE is set and it is not "
                                "downloaded", hint=f"`qwen pull {wanted}` when online")
         pull = hub.resolve_pull(wanted, quant=quant)
+        file = f"{pull.repo}/{pull.files[0].path}"
         shape = _remote_shape(pull.repo, pull.files[0].path, pull.commit)
-    file = f"{pull.repo}/{pull.files[0].path}"
     notes.append(f"exact figures from the GGUF header on the Hub ({file})")
     return shape, spec, file
 

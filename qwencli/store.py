@@ -403,13 +403,14 @@ def _revision_ok(m: LocalModel, repo: str, revision: str | None) -> bool:
 
 
 def _preferred(models: Iterable[LocalModel]) -> list[LocalModel]:
-    """The revision `main` names first, then the most recent download."""
-    def key(m: LocalModel) -> tuple[bool, float]:
+    """The revision `main` names first, then the top-level file (as `qwen pull` picks a quant
+    offered both as one file and as a split set in a folder), then the most recent download."""
+    def key(m: LocalModel) -> tuple[bool, int, float]:
         try:
             mtime = m.path.stat().st_mtime
         except OSError:
             mtime = 0.0
-        return ("main" not in m.refs, -mtime)
+        return ("main" not in m.refs, m.files[0].count("/"), -mtime)
 
     return sorted(models, key=key)
 

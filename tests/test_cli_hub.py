@@ -6,10 +6,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -332,3 +334,84 @@ def test_pull_default_makes_it_the_chat_default(fake) -> None:
     assert result.exit_code == 0, result.stderr
     assert default_model() == "o/r:Q8_0"
     assert "`qwen chat` now uses o/r:Q8_0 by default" in result.stderr
+
+
+def _lines(stream) -> queue.Queue:
+    """The lines a process writes, as they come (read by a thread, so waiting never blocks)."""
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def _until(lines: queue.Queue, marker: str) -> list[str]:
+    seen = []
+    while True:
+        line = lines.get(timeout=120)
+        assert line is not None, f"ended before {marker!r}: {seen}"
+        seen.append(line)
+        if marker in line:
+            return seen
+
+
+def _one_verified_file(data: bytes, *docs: dict) -> None:
+    paths = {doc["path"] for doc in docs}
+    assert len(paths) == 1 and Path(paths.pop()).read_bytes() == data
+    assert all(doc["verified"] for doc in docs)
+    blobs = store.repo_dir("o/r") / "blobs"
+    assert sorted(p.name for p in blobs.iterdir()) == [sha(data)]  # no partial, no record
+
+
+def test_two_pulls_started_together_into_a_fresh_cache(fake) -> None:
+    data = payload(2 * MiB + 7)
+    fake.add_file("o/r", "m-Q4_K_M.gguf", data)
+    assert not store.hub_cache().exists()
+    first, second = qwen("pull", "o/r", "--json"), qwen("pull", "o/r", "--json")
+    outputs = [process.communicate(timeout=120) for process in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], outputs
+    _one_verified_file(data, *(json.loads(out) for out, _err in outputs))
+
+
+def test_a_second_pull_waits_for_the_first_then_reports_the_file(fake) -> None:
+    fake.add_file("o/other", "x-Q4_K_M.gguf", payload(1000))
+    assert run("pull", "o/other").exit_code == 0  # the cache exists already
+    data = payload(3 * MiB)
+    fake.add_file("o/r", "m-Q4_K_M.gguf", data)
+    fault = fake.fault("o/r", "m-Q4_K_M.gguf", pause_at=MiB)  # holds the first transfer
+    first = qwen("pull", "o/r", "--json")
+    assert fault.reached.wait(120)
+    second = qwen("pull", "o/r", "--json", "--progress")
+    said = _until(_lines(second.stderr), "is being downloaded by another process; waiting")
+    assert said[-1].strip() == ("m-Q4_K_M.gguf is being downloaded by another process; "
+                                "waiting for it (Ctrl-C stops waiting)")
+    fault.released.set()
+    out_first, _ = first.communicate(timeout=120)
+    out_second = second.stdout.read()
+    second.wait(timeout=120)
+    assert (first.returncode, second.returncode) == (0, 0)
+    docs = json.loads(out_first), json.loads(out_second)
+    assert docs[1]["bytes_downloaded"] == 0  # the second fetched nothing itself
+    _one_verified_file(data, *docs)
+    assert len(fake.ranges("m-Q4_K_M.gguf")) == 1
+
+
+def test_ctrl_c_while_waiting_for_another_pull_exits_130(fake) -> None:
+    data = payload(3 * MiB)
+    fake.add_file("o/r", "m-Q4_K_M.gguf", data)
+    fault = fake.fault("o/r", "m-Q4_K_M.gguf", pause_at=MiB)
+    first = qwen("pull", "o/r", "--json")
+    assert fault.reached.wait(120)
+    second = qwen("pull", "o/r", "--progress")
+    lines = _lines(second.stderr)
+    _until(lines, "waiting for it")
+    second.send_signal(signal.SIGINT)
+    assert second.wait(timeout=120) == 130
+    fault.released.set()
+    first.communicate(timeout=120)
+    assert first.returncode == 0
+    assert Path(store.find_model("o/r")).read_bytes() == data
