@@ -30,9 +30,8 @@ from tests import fake_hub  # noqa: E402 - needs the repository root on sys.path
 
 RATIO_TARGET = 1.3
 REPO = "bench/Synthetic-GGUF"
-# `qwen` with pull registered, whether or not cli.py already registers it
-LAUNCH = ("import sys; from qwencli.cli import app, main; from qwencli.cli_hub import register; "
-          "register(app); sys.argv[0] = 'qwen'; main()")
+# `qwen` as a user runs it
+LAUNCH = "import sys; from qwencli.cli import main; sys.argv[0] = 'qwen'; main()"
 
 
 def _write(path: Path, size: int) -> None:

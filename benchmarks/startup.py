@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-TARGETS = {"qwen --help": 0.15, "qwen hw --json": 0.4, "qwen recommend --json": 0.4}
+TARGETS = {"qwen --help": 0.15, "qwen hw --json": 0.4, "qwen recommend --json": 0.35}
 
 
 def _qwen() -> str:
