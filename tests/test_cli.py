@@ -3,30 +3,14 @@ still groups the what-if options."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from typer.testing import CliRunner
 
 from qwencli.cli import COMMANDS, app
-
-PROBE = """
-import sys
-sys.argv = ["qwen", *{args!r}]
-from qwencli.cli import main
-try:
-    main()
-except SystemExit:
-    pass
-sys.stdout.flush()
-print(sorted(m for m in sys.modules if m.startswith("qwencli")), file=sys.__stderr__)
-"""
+from tests.test_startup import _run
 
 
 def _modules_after(*args: str) -> set[str]:
-    result = subprocess.run([sys.executable, "-c", PROBE.format(args=list(args))],
-                            capture_output=True, text=True, timeout=60, check=True)
-    return set(eval(result.stderr.strip().splitlines()[-1]))
+    return {name for name in _run(*args)[0] if name.startswith("qwencli")}
 
 
 def test_help_lists_every_command_once_in_order() -> None:
