@@ -36,3 +36,27 @@ class ConfigError(QwenError):
 
 class ProbeError(QwenError):
     """The hardware could not be read at all (a single missing driver is not an error)."""
+
+
+def os_error(exc: OSError, path: object, doing: str = "write") -> QwenError:
+    """One place that turns an OS error about a local file into a one-line message that says
+    what is wrong *here* (a full disk, a path through a file, no permission), never a network
+    problem, with the next thing to try."""
+    import errno
+
+    where = f"{path}"
+    code = exc.errno
+    if code == errno.ENOSPC:
+        return QwenError(f"no space left on the disk holding {where}",
+                         hint="free some space (`qwen list`, `qwen rm MODEL`) and run it again")
+    if code in (errno.EACCES, errno.EPERM):
+        return QwenError(f"cannot {doing} {where}: permission denied",
+                         hint="check the folder's owner and permissions, or point the "
+                              "variable that names it elsewhere")
+    if code == errno.EROFS:
+        return QwenError(f"cannot {doing} {where}: the file system is read-only")
+    if code == errno.ENOTDIR:
+        return QwenError(f"cannot {doing} {where}: part of that path is a file, not a folder")
+    if code == errno.ENOENT:
+        return QwenError(f"cannot {doing} {where}: no such file or folder")
+    return QwenError(f"cannot {doing} {where}: {exc.strerror or exc}")
