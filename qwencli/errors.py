@@ -38,13 +38,21 @@ class ProbeError(QwenError):
     """The hardware could not be read at all (a single missing driver is not an error)."""
 
 
-def os_error(exc: OSError, path: object, doing: str = "write") -> QwenError:
+def os_error(exc: OSError, path: object, doing: str = "write",
+             hint: str | None = None) -> QwenError:
     """One place that turns an OS error about a local file into a one-line message that says
     what is wrong *here* (a full disk, a path through a file, no permission), never a network
     problem, with the next thing to try."""
+
+    error = _os_error(exc, f"{path}", doing)
+    if hint:
+        error.hint = hint
+    return error
+
+
+def _os_error(exc: OSError, where: str, doing: str) -> QwenError:
     import errno
 
-    where = f"{path}"
     code = exc.errno
     if code == errno.ENOSPC:
         return QwenError(f"no space left on the disk holding {where}",

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from qwencli import gguf_names, store
 from qwencli.catalog import load_catalog, quant_file, resolve_catalog_ref
-from qwencli.errors import QwenError, UsageError
+from qwencli.errors import QwenError, UsageError, os_error
+from qwencli.fileio import ensure_dir
 from qwencli.refs import (
     DEFAULT_HUB_QUANT,
     CatalogRef,
@@ -65,8 +66,46 @@ def endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
+_TIMEOUT_VARIABLES = ("HF_HUB_DOWNLOAD_TIMEOUT", "HF_HUB_ETAG_TIMEOUT")
+_MAX_TIMEOUT_S = 86_400
+
+
+def check_environment() -> None:
+    """The Hub's variables, checked before huggingface_hub reads them (at import it fails on a
+    timeout that is not a whole number with a bare ValueError) and before any request, so that
+    a local mistake is reported as one, not as "cannot reach" the network. Also keeps
+    huggingface_hub's own retry chatter ("Retrying in 1s ...") off the terminal: one line says
+    what failed, at the end."""
+    from urllib.parse import urlsplit
+
+    from qwencli.errors import ConfigError
+
+    for name in _TIMEOUT_VARIABLES:
+        text = os.environ.get(name, "").strip()
+        if text and not (text.isdigit() and 0 < int(text) <= _MAX_TIMEOUT_S):
+            raise ConfigError(f"{name}={text!r} is not a whole number of seconds "
+                              f"(1 to {_MAX_TIMEOUT_S})", hint=f"unset {name}, or set e.g. 30")
+    value = os.environ.get("HF_ENDPOINT", "").strip()
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"HF_ENDPOINT={value!r} is not an http(s) address",
+                              hint="unset HF_ENDPOINT to use the Hub, or set e.g. "
+                                   "https://hf-mirror.example")
+    for name in ("HF_HOME", "HF_HUB_CACHE"):
+        folder = os.environ.get(name, "").strip()
+        if folder and os.path.exists(os.path.expanduser(folder)) and not os.path.isdir(
+                os.path.expanduser(folder)):
+            raise ConfigError(f"{name}={folder!r} is a file, not a folder",
+                              hint=f"point {name} at a folder, or unset it")
+    import logging
+
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+
+
 def auth_headers() -> dict[str, str]:
     """Authorization (when a token is known) and huggingface_hub's user agent."""
+    check_environment()
     from huggingface_hub.utils import build_hf_headers
 
     return build_hf_headers(token=os.environ.get("HF_TOKEN") or None,
@@ -94,7 +133,11 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _hub_error(repo: str, exc: Exception) -> HubError:
+def _hub_error(repo: str, exc: Exception) -> QwenError:
+    """huggingface_hub's many exceptions as one of ours; ours (a bad variable found on the
+    way) pass through as they are."""
+    if isinstance(exc, QwenError):
+        return exc
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -251,6 +294,7 @@ class PullResult:
 
 
 def _api():  # -> HfApi
+    check_environment()
     from huggingface_hub import HfApi
 
     return HfApi(endpoint=endpoint(), token=os.environ.get("HF_TOKEN") or None,
@@ -261,8 +305,10 @@ def repo_listing(repo: str, revision: str | None = None) -> Listing:
     """The repository's files at a revision, from one model-info call (commit, sizes, sha256)."""
     if offline():
         raise HubError(f"cannot list {repo}: HF_HUB_OFFLINE is set")
+    api = _api()
     try:
-        info = _api().model_info(repo, revision=revision, files_metadata=True)
+        info = api.model_info(repo, revision=revision, files_metadata=True,
+                                 timeout=_download_timeout())
     except Exception as exc:  # huggingface_hub raises many types; all end here as one line
         raise _hub_error(repo, exc) from exc
     files = []
@@ -601,6 +647,12 @@ def download(plan: PullPlan, *, progress: Progress | None = None,
     if not missing:
         paths = [_link(plan, f) for f in plan.files]
         return _result(plan, paths, 0, False, True, t0)
+    cache = store.hub_cache()
+    try:  # a cache that cannot be written is a local problem, said before any transfer
+        ensure_dir(store.repo_dir(plan.repo) / "blobs")
+    except OSError as exc:
+        raise os_error(exc, cache, "create the download folder in",
+                       hint="set HF_HUB_CACHE (or HF_HOME) to a writable folder") from exc
     have = {f.path: _partial_size(plan.repo, f) for f in missing}
     needed = sum(f.size - have[f.path] for f in missing)
     check = check_disk(needed)
@@ -614,10 +666,8 @@ def download(plan: PullPlan, *, progress: Progress | None = None,
                                  f"({store.hub_cache()}); what arrived is kept",
                                  hint=f"free some space, then `qwen pull {plan.ref}` resumes"
                                  ) from exc
-        raise store.StoreError(f"cannot write to the cache {store.hub_cache()}: "
-                               f"{exc.strerror or exc}",
-                               hint="set HF_HUB_CACHE (or HF_HOME) to a writable folder"
-                               ) from exc
+        raise os_error(exc, store.hub_cache(), "write to the cache",
+                       hint="set HF_HUB_CACHE (or HF_HOME) to a writable folder") from exc
 
 
 def _download_missing(plan: PullPlan, missing: list[RemoteFile], have: dict[str, int],
@@ -710,10 +760,9 @@ def _discard(plan: PullPlan, f: RemoteFile) -> None:
 
 
 def _download_timeout() -> float:
-    try:
-        return float(os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT") or 10)
-    except ValueError:
-        return 10.0
+    """Seconds to wait for the Hub (HF_HUB_DOWNLOAD_TIMEOUT, checked by check_environment)."""
+    text = os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT", "").strip()
+    return float(text) if text.isdigit() and int(text) > 0 else 10.0
 
 
 def _transfer(plan: PullPlan, f: RemoteFile, out, progress: Progress | None,
@@ -734,7 +783,8 @@ def _transfer(plan: PullPlan, f: RemoteFile, out, progress: Progress | None,
     url = file_url(plan.repo, f.path, plan.commit)
     received = 0
     pending = 0  # bytes not yet reported to the progress bar
-    idle = 0
+    idle = 0  # attempts in a row that brought no new byte
+    restarts = 0  # times the partial was thrown away and the file started again
     timeout = httpx2.Timeout(_download_timeout(), connect=_download_timeout())
     try:
         while have < f.size:
@@ -745,6 +795,10 @@ def _transfer(plan: PullPlan, f: RemoteFile, out, progress: Progress | None,
             try:
                 with session.stream("GET", url, headers=headers, timeout=timeout) as response:
                     if response.status_code == 416 and have:
+                        served = _content_range(response.headers.get("Content-Range"))[1]
+                        if (served is not None and served != f.size) or restarts:
+                            raise _size_mismatch(plan, f, served)
+                        restarts += 1  # the partial is not the start of this file
                         have, digest = _restart(out, progress, have), hashlib.sha256()
                         continue
                     try:
@@ -754,6 +808,7 @@ def _transfer(plan: PullPlan, f: RemoteFile, out, progress: Progress | None,
                     if have and (response.status_code != 206 or not _range_starts_at(
                             response.headers.get("Content-Range"), have)):
                         # the server ignored Range: it sends the whole file
+                        restarts += 1
                         have, digest = _restart(out, progress, have), hashlib.sha256()
                     for chunk in response.iter_raw():
                         if have + len(chunk) > f.size:
@@ -779,15 +834,25 @@ def _transfer(plan: PullPlan, f: RemoteFile, out, progress: Progress | None,
                 continue
             if have < f.size:
                 idle = 0 if have > before else idle + 1
-                if idle >= _RETRIES:
-                    raise HubError(f"transfer of {f.path} keeps ending early at byte {have} "
-                                   f"of {f.size}", hint=f"run `qwen pull {plan.ref}` again")
+                if idle >= _RETRIES or restarts > _RETRIES:
+                    raise _size_mismatch(plan, f, have) if restarts else HubError(
+                        f"transfer of {f.path} keeps ending early at byte {have} of {f.size}",
+                        hint=f"run `qwen pull {plan.ref}` again")
     except KeyboardInterrupt:
         raise PullInterrupted(have, f.size, partial) from None
     finally:
         if progress is not None and pending:
             progress.advance(pending)
     return received, digest.hexdigest()
+
+
+def _size_mismatch(plan: PullPlan, f: RemoteFile, served: int | None) -> HubError:
+    """The server's file and the Hub's listing disagree on the size: retrying cannot help."""
+    sent = f"{served:,} bytes" if served is not None else "a different size"
+    return HubError(f"{f.path}: the server sends {sent} but the Hub's listing says "
+                    f"{f.size:,}; not downloading a file that cannot match its listing",
+                    hint="try again later (the repository may be changing); if it persists, "
+                         f"report it to the owners of {plan.repo}")
 
 
 def _range_starts_at(content_range: str | None, start: int) -> bool:
