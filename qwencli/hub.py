@@ -203,6 +203,7 @@ DISK_MARGIN_MIN = 512 * 1024**2  # never fill a disk to the last byte
 DISK_MARGIN_SHARE = 0.05  # ... nor to the last 5% of what is downloaded
 _CHUNK = 1 << 20  # bytes between progress updates and write batches
 _RETRIES = 5  # attempts in a row that bring no new byte, before giving up
+_NAMES_SHOWN = 3  # file names a message lists before "and N more" (a repo may hold thousands)
 
 
 class DiskSpaceError(QwenError):
@@ -399,7 +400,9 @@ def _pick_set(listing: Listing, matched: Sequence[RemoteFile], label: str
     chosen = _split_set(listing, groups[0][0])
     notes = []
     if len(groups) > 1:
-        others = ", ".join(g[0].path for g in groups[1:])
+        shown = [g[0].path for g in groups[1:1 + _NAMES_SHOWN]]
+        more = len(groups) - 1 - len(shown)
+        others = ", ".join(shown) + (f" and {more:,} more" if more else "")
         notes.append(f"{listing.repo} has several {label} files; took {chosen[0].path} "
                      f"(also: {others}; name one as {listing.repo}/FILE to choose)")
     return chosen, notes
@@ -649,7 +652,7 @@ def download(plan: PullPlan, *, progress: Progress | None = None,
         return _result(plan, paths, 0, False, True, t0)
     cache = store.hub_cache()
     try:  # a cache that cannot be written is a local problem, said before any transfer
-        ensure_dir(store.repo_dir(plan.repo) / "blobs")
+        ensure_dir(cache)
     except OSError as exc:
         raise os_error(exc, cache, "create the download folder in",
                        hint="set HF_HUB_CACHE (or HF_HOME) to a writable folder") from exc

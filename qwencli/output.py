@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import sys
 import time
@@ -57,6 +58,24 @@ def write_error(exc: BaseException) -> int | None:
     return None
 
 
+def _encodable(text: str, stream: TextIO) -> str:
+    """`text` as the stream's encoding can carry it: characters it lacks (a cp1252 console, a
+    redirect with PYTHONIOENCODING=ascii) become `\\uXXXX` escapes instead of an error."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:
+        pass
+    return text
+
+
+def _utf8(stream: TextIO | None) -> bool:
+    encoding = (getattr(stream, "encoding", None) or "utf-8").lower().replace("-", "")
+    return encoding in ("utf8", "utf8sig")
+
+
 def write(text: str, stream: TextIO | None = None) -> None:
     """Put `text` on stdout (or `stream`) now. See the module docstring for failures."""
     out = stream or sys.stdout
@@ -64,7 +83,7 @@ def write(text: str, stream: TextIO | None = None) -> None:
         error("cannot write the output: stdout is closed")
         raise StdoutClosed(EXIT_ERROR)
     try:
-        out.write(text)
+        out.write(_encodable(text, out))
         out.flush()
     except (BrokenPipeError, ValueError) as exc:  # ValueError: a stream closed under us
         if isinstance(exc, ValueError) and "closed" not in str(exc):
@@ -100,10 +119,24 @@ def wants_rich(stream: TextIO) -> bool:
     return bool(isatty and isatty())
 
 
+def _finite(value: Any) -> Any:
+    """JSON has no Infinity or NaN: a number that is not finite is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
 def print_json(document: dict[str, Any], stream: TextIO | None = None) -> None:
-    """Print one JSON document carrying the schema version first."""
-    payload = {"schema_version": SCHEMA_VERSION, **document}
-    write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", stream)
+    """Print one JSON document carrying the schema version first: always valid JSON, and
+    plain ASCII when the stream cannot carry UTF-8 (escapes lose nothing)."""
+    payload = _finite({"schema_version": SCHEMA_VERSION, **document})
+    ascii_only = not _utf8(stream or sys.stdout)
+    write(json.dumps(payload, indent=2, ensure_ascii=ascii_only, allow_nan=False) + "\n",
+          stream)
 
 
 def print_report(sections: Sequence[Section], stream: TextIO | None = None) -> None:
@@ -202,7 +235,7 @@ def _err_write(text: str) -> None:
     if err is None:
         return
     try:
-        err.write(text)
+        err.write(_encodable(text, err))
         err.flush()
     except (OSError, ValueError):
         pass

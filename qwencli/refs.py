@@ -4,12 +4,12 @@ Three kinds, told apart by their shape (never by what happens to exist on disk):
 - a catalog name, `qwen3-8b` or `qwen3-8b:q5_k_m`;
 - a Hub reference in llama.cpp's `-hf` style, `owner/repo[:QUANT]`, a file in a repository,
   `owner/repo/path/file.gguf`, or a copied Hub URL (`.../resolve/<rev>/<file>`);
-- a local `.gguf` file (a path that starts like one, or a name ending in `.gguf`).
+- a local `.gguf` file (a path that starts like one, or a name ending in `.gguf`); a file
+  without the `.gguf` ending is named as a path (`./model`).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,15 +83,12 @@ def parse_ref(text: str) -> ModelRef:
 
 
 def _looks_local(raw: str) -> bool:
+    """A path by its shape (`./x`, `../x`, `/x`, `~/x`, `C:\\x`), never by what happens to be
+    in the current folder: a file named `qwen3-8b` there must not hijack the catalog name."""
     if raw.startswith(("./", "../", "/", "~", ".\\", "..\\")) or re.match(r"^[A-Za-z]:[\\/]",
                                                                           raw):
         return True
-    if raw in (".", ".."):
-        return True
-    try:
-        return os.path.isfile(os.path.expanduser(raw))
-    except (OSError, ValueError):
-        return False
+    return raw in (".", "..")
 
 
 def _parse_catalog(raw: str) -> CatalogRef:

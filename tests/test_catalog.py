@@ -385,8 +385,9 @@ def test_parse_ref_home_and_existing_files(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("HOME", str(tmp_path))
     assert parse_ref("~/m/qwen.gguf") == LocalRef(tmp_path / "m" / "qwen.gguf")
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "qwen3-8b").write_bytes(b"GGUF")  # a file on disk wins over the catalog name
-    assert parse_ref("qwen3-8b") == LocalRef(Path("qwen3-8b"))
+    (tmp_path / "qwen3-8b").write_bytes(b"GGUF")  # a file on disk does not hijack the name
+    assert parse_ref("qwen3-8b") == CatalogRef("qwen3-8b")
+    assert parse_ref("./qwen3-8b") == LocalRef(Path("./qwen3-8b"))  # named as a path, it is one
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from qwencli import hub, store
-from qwencli.errors import UsageError
+from qwencli.errors import QwenError, UsageError
 from tests import fake_hub
 from tests.gguf_fixtures import write_qwen_gguf
 
@@ -451,10 +451,10 @@ def test_an_unwritable_cache_is_one_error(fake, monkeypatch) -> None:
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(store, "write_sidecar", refuse)
-    with pytest.raises(store.StoreError) as exc:
+    with pytest.raises(QwenError) as exc:
         hub.pull_model("o/r")
     assert exc.value.message == f"cannot write to the cache {store.hub_cache()}: " \
-                                "Permission denied"
+                                "permission denied"
     assert "HF_HUB_CACHE" in exc.value.hint
 
 

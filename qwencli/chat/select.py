@@ -74,7 +74,7 @@ def spec_for_file(path: Path) -> tuple[ModelSpec | None, str | None]:
 
 def configured_reference(model: str | None, environ: Mapping[str, str]) -> tuple[str, str] | None:
     """The model named by -m, QWEN_MODEL or the config file, with where it came from."""
-    if model:
+    if model is not None:  # `-m ""` is a mistake to report, not "no model named"
         return model, "-m"
     env = environ.get("QWEN_MODEL", "").strip()
     if env:

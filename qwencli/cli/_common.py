@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperCommand
 
 from qwencli import output
-from qwencli.errors import EXIT_ERROR, EXIT_INTERRUPTED, QwenError
+from qwencli.errors import EXIT_ERROR, EXIT_INTERRUPTED, QwenError, UsageError
 
 if TYPE_CHECKING:
     from qwencli.hardware.model import Budget, Hardware
@@ -90,6 +90,22 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callabl
     return register
 
 
+def not_empty(option: str, value: str | None) -> str | None:
+    """An option given as "" is a mistake to say, not a default to fall back to."""
+    if value is not None and not value.strip():
+        raise UsageError(f"{option} is empty")
+    return value
+
+
+def finite(option: str, value: float | None) -> float | None:
+    """inf and nan parse as floats; no option of qwen means them."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise UsageError(f"{option} must be a finite number, not {value}")
+    return value
+
+
 def size_option(text: str) -> int:
     from qwencli.units import parse_size
 
@@ -146,6 +162,9 @@ def whatif_options(func: F) -> F:
 
         values = {name: kwargs.pop(name, default)
                   for name, (_annotation, default) in _WHATIF_PARAMS.items()}
+        for name in ("gpu", "hardware"):
+            if values[name] is not None and not values[name].strip():
+                raise UsageError(f"--{name} is empty; give a name (`qwen hw --help` lists how)")
         whatif = WhatIf(ram_bytes=values["ram"], vram_bytes=values["vram"],
                         gpu_count=values["gpus"], gpu_name=values["gpu"],
                         unified=values["unified"], cpu_only=values["cpu_only"],

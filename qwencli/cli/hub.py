@@ -6,7 +6,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from qwencli.cli._common import JsonOpt, YesOpt, command, command_app, lazy_machine
+from qwencli.cli._common import (
+    JsonOpt,
+    YesOpt,
+    command,
+    command_app,
+    lazy_machine,
+    not_empty,
+)
 from qwencli.errors import EXIT_ERROR, EXIT_INTERRUPTED, QwenError
 
 app = command_app()
@@ -55,6 +62,7 @@ def pull(
     from qwencli.refs import parse_ref
     from qwencli.units import format_bytes
 
+    not_empty("--quant", quant)
     ref = parse_ref(model)
     choice = default_quant(ref, load_catalog(), lazy_machine()) if quant is None else None
     plan = hub.resolve_pull(model, quant=quant or (choice.quant if choice else None))

@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from qwencli.cli._common import JsonOpt, command, command_app, machine, whatif_options
+from qwencli.cli._common import (
+    JsonOpt,
+    command,
+    command_app,
+    finite,
+    machine,
+    whatif_options,
+)
 from qwencli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -59,6 +66,7 @@ def recommend(
     from qwencli.recommend import DEFAULT_MIN_SPEED, rank
 
     _check_use(use)
+    finite("--min-speed", min_speed)
     hardware, budget = machine(whatif)
     picks = rank(load_catalog(), hardware, budget, use=use, ctx=ctx, min_speed=min_speed,
                  top=top)

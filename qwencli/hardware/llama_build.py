@@ -152,9 +152,12 @@ def probe_llama_build(cache_file: Path | None = None) -> LlamaCppBuild:
     except (OSError, AttributeError) as exc:
         return LlamaCppBuild(installed=True, version=version, gpu_offload=False,
                              backend="unknown", error=f"could not load llama.cpp: {exc}")
-    build = LlamaCppBuild(installed=True, version=version, gpu_offload=offload,
-                          backend=backend_from_registry(backends), cpu_features=cpu_features,
-                          backends=backends)
+    backend = backend_from_registry(backends)
+    # llama.cpp says "offload" for any non-CPU device, the RPC client included: a CPU build
+    # with RPC compiled in cannot offload to a GPU of this machine.
+    build = LlamaCppBuild(installed=True, version=version,
+                          gpu_offload=offload and backend != "cpu", backend=backend,
+                          cpu_features=cpu_features, backends=backends)
     _write_cache(cache_file, key, build)
     return build
 
