@@ -162,7 +162,7 @@ class QuantChoice:
     reason: str  # one line for a person: why this quant
     fits: bool  # False: no quant fits; the quant is the usual default
     below_floor: bool  # it runs, but under the speed floor
-    ranked: tuple[str, ...]  # quants by preference here (for choosing among downloads)
+    ranked: tuple[str, ...]  # quants by preference here (complete with `every=True`)
     considered: tuple[Candidate, ...]  # every quant planned on the way
 
     @property
@@ -184,17 +184,27 @@ def _bits(catalog: Catalog, quant: str) -> int:
 
 def choose_quant(catalog: Catalog, spec: ModelSpec, hw: Hardware, budget: Budget, *,
                  use: str | None = None, ctx: int | None = None,
-                 min_speed: float = DEFAULT_MIN_SPEED) -> QuantChoice:
+                 min_speed: float = DEFAULT_MIN_SPEED, every: bool = False) -> QuantChoice:
     """The quant of `spec` to run here: the one decision `recommend`, `fit`, `pull` and `chat`
-    share (see the module docstring for the rule)."""
+    share (see the module docstring for the rule).
+
+    Quants are planned from the smallest file up (the file's size, not the quant's nominal
+    bits: a listed size may include a projector), so memory only grows and speed only falls
+    along the way; the choice needs only the quants up to the first one that is too slow once a
+    4-bit one is among them. `every` plans every quant that fits, for `ranked`.
+    """
     use = _use_for(spec, use)
     model_ctx = ctx if ctx is not None else min(DEFAULT_CTX[use], spec.context_max)
     fitting: list[Candidate] = []
-    for quant in spec.quants:  # fewest bits first: once one does not fit, larger ones do not
+    by_size = sorted(spec.quants, key=lambda q: (quant_file(spec, q).size_bytes, q))
+    for quant in by_size:  # smallest file first: once one does not fit, larger ones do not,
         candidate = _consider(catalog, spec, quant, hw, budget, model_ctx, min_speed, use)
         if not candidate.plan.fits:
             break
         fitting.append(candidate)
+        if not every and candidate.speed < min_speed and any(  # ... nor run faster
+                _bits(catalog, c.quant.quant) >= MIN_SMALL_MODEL_BITS for c in fitting):
+            break
     if not fitting:
         usual = DEFAULT_HUB_QUANT if DEFAULT_HUB_QUANT in spec.quants else \
             spec.quants[len(spec.quants) // 2]
@@ -248,7 +258,7 @@ def default_quant(ref: ModelRef, catalog: Catalog,
         if quant is not None:
             return RefQuant(quant, ranked=(quant,))
         hw, budget = machine()
-        choice = choose_quant(catalog, spec, hw, budget)
+        choice = choose_quant(catalog, spec, hw, budget, every=True)
         return RefQuant(choice.quant, choice.reason, not choice.fits, choice.below_floor,
                         choice.ranked)
     if isinstance(ref, HubRef) and ref.filename is None:

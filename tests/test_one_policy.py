@@ -114,3 +114,17 @@ def test_a_quant_offered_as_one_file_and_as_a_split_set_gets_one_answer(
             assert runner.invoke(app, ["pull", f"o/r/Q4_K_M/m-Q4_K_M-0000{part}-of-00002.gguf"]
                                  ).exit_code == 0
         assert store.find_model("o/r:Q4_K_M") == Path(json.loads(pulled.stdout)["path"])
+
+
+def test_stopping_early_never_changes_the_choice() -> None:
+    # recommend plans each model only up to the first quant too slow to matter; the choice
+    # must be the one planning every quant gives (as fit, pull and chat ask it)
+    catalog = load_catalog()
+    for name in MACHINES:
+        hw = profile_to_hardware(load_profile(name))
+        budget = plan_budget(hw)
+        for spec in catalog.all_models:
+            quick = choose_quant(catalog, spec, hw, budget)
+            full = choose_quant(catalog, spec, hw, budget, every=True)
+            assert (quick.quant, quick.below_floor, quick.fits) == \
+                (full.quant, full.below_floor, full.fits), (name, spec.id)
