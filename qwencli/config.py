@@ -13,14 +13,13 @@ temporary file, then a rename).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from qwencli import tomlfile
-from qwencli.errors import ConfigError, UsageError
+from qwencli.errors import ConfigError, UsageError, os_error
+from qwencli.fileio import atomic_write
 from qwencli.paths import config_dir
 from qwencli.tomlfile import Field
 
@@ -127,15 +126,12 @@ def render(data: Mapping[str, Any]) -> str:
 
 
 def _write(data: Mapping[str, Any]) -> None:
+    """The whole file, replaced in one rename (another qwen may be reading or writing it)."""
     path = config_path()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".toml", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(render(data))
-        os.replace(tmp, path)
+        atomic_write(path, render(data), durable=True)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from None
+        raise os_error(exc, path) from None
 
 
 __all__ = ["CONFIG_NAME", "DEFAULT_MODEL", "KEYS", "config_path", "default_model",
