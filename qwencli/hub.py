@@ -433,8 +433,8 @@ def _resolve_hub(ref: str, parsed, quant: str | None) -> PullPlan:  # (HubRef)
     notes: list[str] = []
     if parsed.filename is not None:
         by_path = {f.path: f for f in ggufs}
-        by_lower = {f.path.lower(): f for f in ggufs}
-        found = by_path.get(parsed.filename) or by_lower.get(parsed.filename.lower())
+        by_key = {gguf_names.file_key(f.path): f for f in ggufs}
+        found = by_path.get(parsed.filename) or by_key.get(gguf_names.file_key(parsed.filename))
         if found is None:
             near = _nearest_files(parsed.filename, ggufs)
             tip = f"; nearest: {', '.join(near)}" if near else ""

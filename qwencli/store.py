@@ -438,7 +438,8 @@ def matching(ref: str, *, include_partial: bool, cache: Path | None = None
                   and _revision_ok(m, parsed.repo, parsed.revision)]
         if parsed.filename is not None:
             wanted = parsed.filename
-            models = [m for m in models if wanted in m.files]
+            models = [m for m in models
+                      if any(gguf_names.same_file(wanted, f) for f in m.files if f)]
         elif parsed.quant_given or not include_partial:
             quant = parsed.quant or "Q4_K_M"
             models = [m for m in models if not m.other_tool and _matches_quant(m, quant)]
