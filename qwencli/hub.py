@@ -410,9 +410,17 @@ def _resolve_cached(ref: str, parsed, quant: str | None, *, reason: str) -> Pull
     models = [m for m in store.matching(wanted, include_partial=True)]
     complete = next((m for m in models if m.complete and m.path == found), None)
     if complete is None:
-        partial = next((m for m in models if not m.complete), None)
+        broken = next((m for m in models if m.problem), None)
+        partial = next((m for m in models if not m.complete and not m.problem), None)
+        if broken is not None and broken.problem.startswith("damaged"):
+            raise HubError(f"cannot pull {ref}: {reason}; the copy in the cache is "
+                           f"{broken.problem} ({broken.path})",
+                           hint=f"unset HF_HUB_OFFLINE (or restore the network): `qwen pull "
+                                f"{ref}` fetches it again")
         have = (f"; only a partial download ({partial.percent or 0:.0f}%) is in the cache"
-                if partial else f"; it is not in the cache ({store.hub_cache()})")
+                if partial else
+                f"; the cache holds only a {broken.problem} ({broken.path})" if broken else
+                f"; it is not in the cache ({store.hub_cache()})")
         raise HubError(f"cannot pull {ref}: {reason}{have}",
                        hint="unset HF_HUB_OFFLINE (or restore the network) to download it; "
                             "`qwen list` shows what is here")
@@ -559,16 +567,19 @@ class Progress(Protocol):
 
 
 def _is_complete(repo: str, commit: str, f: RemoteFile) -> bool:
-    blob = store.blob_path(repo, f.blob)
-    if blob.is_file() and blob.stat().st_size == f.size:
-        return True
-    snap = store.snapshot_path(repo, commit, f.path)
-    return snap.is_file() and not snap.is_symlink() and snap.stat().st_size == f.size
+    """The file is in the cache whole: its blob (a regular file in the repository's own
+    blobs/, never reached through a link) or the snapshot's own copy, at the listed size. A
+    shorter (truncated) or foreign file is not complete: the pull fetches it again."""
+    folder = store.repo_dir(repo)
+    for path in (store.blob_path(repo, f.blob), store.snapshot_path(repo, commit, f.path)):
+        if store.own_file(path, folder) and path.stat().st_size == f.size:
+            return True
+    return False
 
 
 def _partial_size(repo: str, f: RemoteFile) -> int:
     try:
-        return min(store.partial_path(repo, f.blob).stat().st_size, f.size)
+        return min(store.partial_path(repo, f.blob).lstat().st_size, f.size)
     except OSError:
         return 0
 
