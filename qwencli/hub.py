@@ -636,11 +636,6 @@ def _download_missing(plan: PullPlan, missing: list[RemoteFile], have: dict[str,
                       t0: float) -> PullResult:
     paths: list[Path] = []
     set_record = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in plan.files]
-    for f in missing:
-        store.write_sidecar(plan.repo, f.blob, {
-            "repo": plan.repo, "path": f.path, "commit": plan.commit,
-            "revision": plan.revision, "size": f.size, "sha256": f.sha256, "blob": f.blob,
-            "quant": plan.quant, "set": set_record, "ref": plan.ref})
     total = sum(f.size for f in missing)
     done = sum(have.values())
     downloaded = 0
@@ -652,6 +647,11 @@ def _download_missing(plan: PullPlan, missing: list[RemoteFile], have: dict[str,
         progress.start(label, total, done)
     try:
         for f in plan.files:
+            if f in missing:  # beside its partial; _fetch drops both if no byte came
+                store.write_sidecar(plan.repo, f.blob, {
+                    "repo": plan.repo, "path": f.path, "commit": plan.commit,
+                    "revision": plan.revision, "size": f.size, "sha256": f.sha256,
+                    "blob": f.blob, "quant": plan.quant, "set": set_record, "ref": plan.ref})
             got = _fetch(plan, f, progress, have[f.path], on_wait) if f in missing else 0
             downloaded += got
             paths.append(_link(plan, f, new_blob=got > 0))
@@ -700,8 +700,13 @@ def _fetch(plan: PullPlan, f: RemoteFile, progress: Progress | None, counted: in
         partial = store.partial_path(plan.repo, f.blob)
         if progress is not None:
             progress.advance(_partial_size(plan.repo, f) - counted)
-        with open(partial, "ab+", buffering=0) as out:
-            got, sha = _transfer(plan, f, out, progress, partial)
+        try:  # never through a link: the partial is this cache's file, or nothing
+            with open(partial, "ab+", buffering=0, opener=_open_no_follow) as out:
+                got, sha = _transfer(plan, f, out, progress, partial)
+        except BaseException:
+            if _partial_size(plan.repo, f) == 0 or partial.is_symlink():
+                _discard(plan, f)  # not a byte arrived: nothing to resume, nothing to list
+            raise
         if f.sha256 and sha != f.sha256:
             _discard(plan, f)
             raise ChecksumError(
@@ -714,10 +719,23 @@ def _fetch(plan: PullPlan, f: RemoteFile, progress: Progress | None, counted: in
         lock.release()
 
 
+def _open_no_follow(path: str, flags: int) -> int:
+    """open()'s opener for a partial: a link there is refused (ELOOP), never written through."""
+    try:
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise store.StoreError(f"{path} is a link, not a partial download: refusing to "
+                                   "write through it", hint="remove that link, then pull "
+                                                            "again") from None
+        raise
+
+
 def _discard(plan: PullPlan, f: RemoteFile) -> None:
+    folder = store.repo_dir(plan.repo)
     for path in (store.partial_path(plan.repo, f.blob), store.sidecar_path(plan.repo, f.blob)):
-        with contextlib.suppress(OSError):
-            path.unlink()
+        with contextlib.suppress(store.StoreError):
+            store.delete(path, folder)
 
 
 def _download_timeout() -> float:

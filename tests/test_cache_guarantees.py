@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from qwencli import store
+from qwencli import hub, store
 from qwencli.cli import app
 from tests import fake_hub
 from tests.gguf_fixtures import write_qwen_gguf
@@ -393,3 +393,102 @@ def test_one_malformed_cache_file_never_breaks_the_listing(bad: dict) -> None:
         assert (bad_rows[0]["files"], bad_rows[0]["percent"], bad_rows[0]["downloaded_bytes"]) \
             == ([], None, 10)
     assert_good_model_untouched(good)
+
+
+# --- (11) a pull that fails before its first byte leaves nothing -------------------------------
+
+
+SET = ("s-Q4_K_M-00001-of-00002.gguf", "s-Q4_K_M-00002-of-00002.gguf")
+
+
+def _refuse_files(monkeypatch: pytest.MonkeyPatch, repo: str, status: int, code: str) -> None:
+    """The Hub lists the repository, but answers `status` for its files (as it does for a
+    gated repository: the listing is public, the files are not)."""
+    real = fake_hub._Handler._resolve
+
+    def resolve(self, name: str, rel: str) -> None:
+        if name == repo:
+            self._error(status, code, f"Access to model {repo} is restricted.")
+            return
+        real(self, name, rel)
+
+    monkeypatch.setattr(fake_hub._Handler, "_resolve", resolve)
+
+
+@pytest.mark.parametrize(("how", "message"), [
+    ("gated-401", "error: acme/gated-GGUF is gated: accept its licence on the Hub"),
+    ("refused-403", "error: "),
+    ("missing-404", "error: acme/gated-GGUF: "),
+    ("cut-at-byte-0", "error: transfer of s-Q4_K_M-00001-of-00002.gguf failed"),
+])
+def test_a_pull_that_fails_before_a_byte_leaves_no_partial_and_no_record(
+        fake, monkeypatch, how, message) -> None:
+    monkeypatch.setattr(hub.time, "sleep", lambda s: None)
+    for i, name in enumerate(SET):
+        fake.add_file("acme/gated-GGUF", name, payload(3000, i))
+    if how == "gated-401":
+        _refuse_files(monkeypatch, "acme/gated-GGUF", 401, "GatedRepo")
+    elif how == "refused-403":
+        _refuse_files(monkeypatch, "acme/gated-GGUF", 403, "")
+    elif how == "missing-404":
+        _refuse_files(monkeypatch, "acme/gated-GGUF", 404, "EntryNotFound")
+    else:
+        fake.fault("acme/gated-GGUF", SET[0], cut_at=0, times=0)
+    good = put("o/good", "g-Q4_K_M.gguf", GOOD)
+
+    result = run("pull", "acme/gated-GGUF")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(message), result.stderr
+    assert "Traceback" not in result.output
+    blobs = store.repo_dir("acme/gated-GGUF") / "blobs"
+    assert sorted(p.name for p in blobs.iterdir()) == []
+    assert [key for key in listed() if key[0] == "acme/gated-GGUF"] == []
+    assert_good_model_untouched(good)
+
+
+def test_a_pull_that_got_bytes_before_failing_keeps_them_to_resume(fake, monkeypatch) -> None:
+    monkeypatch.setattr(hub.time, "sleep", lambda s: None)
+    data = payload(3000)
+    fake.add_file("acme/cut-GGUF", "c-Q4_K_M.gguf", data)
+    fake.fault("acme/cut-GGUF", "c-Q4_K_M.gguf", cut_at=1000, times=0)  # never past byte 1000
+    failed = run("pull", "acme/cut-GGUF")
+    assert failed.exit_code == 1
+    assert failed.stderr.startswith("error: transfer of c-Q4_K_M.gguf failed")
+    blob = hashlib.sha256(data).hexdigest()
+    assert store.partial_path("acme/cut-GGUF", blob).read_bytes() == data[:1000]
+    doc = listed()[("acme/cut-GGUF", "c-Q4_K_M.gguf")]
+    assert (doc["complete"], doc["downloaded_bytes"], doc["size_bytes"]) == (False, 1000, 3000)
+    fake.faults.clear()
+    resumed = run("pull", "acme/cut-GGUF")
+    assert resumed.exit_code == 0, resumed.output
+    assert fake.ranges("c-Q4_K_M.gguf")[-1] == "bytes=1000-"
+    assert store.find_model("acme/cut-GGUF").read_bytes() == data
+
+
+def test_pull_never_writes_through_a_linked_folder_or_a_linked_partial(fake, home) -> None:
+    mine = home / "mine.bin"
+    mine.write_bytes(b"my bytes")
+    data = payload(3000)
+    fake.add_file("acme/t-GGUF", "t-Q4_K_M.gguf", data)
+    blob = hashlib.sha256(data).hexdigest()
+    partial = store.partial_path("acme/t-GGUF", blob)
+    partial.parent.mkdir(parents=True)
+    partial.symlink_to(mine)
+    result = run("pull", "acme/t-GGUF")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f"error: {partial} is a link, not a partial download: refusing to write through it")
+    assert mine.read_bytes() == b"my bytes"
+    assert not store.sidecar_path("acme/t-GGUF", blob).exists()  # no record of a 0% partial
+    partial.unlink()
+
+    (home / "t-Q4_K_M.gguf").write_bytes(b"my file of that name")
+    snapshots = store.repo_dir("acme/t-GGUF") / "snapshots"
+    snapshots.mkdir()
+    (snapshots / fake_hub.COMMIT).symlink_to(home, target_is_directory=True)
+    result = run("pull", "acme/t-GGUF")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f"error: {snapshots / fake_hub.COMMIT} is a link to {home}, outside the cache: "
+        "refusing to write through it")
+    assert (home / "t-Q4_K_M.gguf").read_bytes() == b"my file of that name"
