@@ -276,8 +276,8 @@ def _check_writable(path: Path, folder: Path) -> None:
         where = next((p for p in (existing, *existing.parents) if p.is_symlink()), existing)
         raise StoreError(f"{where} is a link to {os.path.realpath(where)}, outside the "
                          f"cache: refusing to write through it",
-                         hint=f"remove that link (`qwen rm {repo_of_dir(folder) or folder}` "
-                              "removes links in snapshots/), then run it again")
+                         hint="remove that link (`qwen rm MODEL` removes one in snapshots/), "
+                              "then run it again")
 
 
 def deletable(path: Path, folder: Path) -> str | None:
