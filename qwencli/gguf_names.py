@@ -9,6 +9,8 @@ The Hub, the local cache and the header reader all meet the same names (`x-Q4_K_
   (`Q4_K_M`, `UD-Q4_K_XL`, `IQ4_XS`, `BF16`), compared case-insensitively: `Q4_K` does not match
   `Q4_K_M`, nor `Q4_K_M` match `UD-Q4_K_M` (Unsloth's dynamic quants are another file).
 - A multimodal projector (`mmproj`) is never a model file.
+- A file's path inside a repository is compared case-insensitively everywhere (the Hub's
+  resolution, the local cache, `qwen chat -m owner/repo/FILE.gguf`): `file_key` is the rule.
 """
 
 from __future__ import annotations
@@ -24,6 +26,17 @@ _LABEL_RE = re.compile(r"((?:UD-)?(?:I?Q\d\w*|BF16|F16|F32))$", re.IGNORECASE)
 def base_name(path: str) -> str:
     """The last path segment (Hub paths use `/`)."""
     return path.rsplit("/", 1)[-1]
+
+
+def file_key(path: str) -> str:
+    """What two repo-relative file names are compared by: `TINY-Q4_K_M.GGUF` names the same
+    file as `tiny-Q4_K_M.gguf`."""
+    return path.casefold()
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two repo-relative paths name the same file (see `file_key`)."""
+    return file_key(a) == file_key(b)
 
 
 def is_gguf(path: str) -> bool:

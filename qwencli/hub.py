@@ -459,9 +459,17 @@ def _resolve_cached(ref: str, parsed, quant: str | None, *, reason: str) -> Pull
     models = [m for m in store.matching(wanted, include_partial=True)]
     complete = next((m for m in models if m.complete and m.path == found), None)
     if complete is None:
-        partial = next((m for m in models if not m.complete), None)
+        broken = next((m for m in models if m.problem), None)
+        partial = next((m for m in models if not m.complete and not m.problem), None)
+        if broken is not None and broken.problem.startswith("damaged"):
+            raise HubError(f"cannot pull {ref}: {reason}; the copy in the cache is "
+                           f"{broken.problem} ({broken.path})",
+                           hint=f"unset HF_HUB_OFFLINE (or restore the network): `qwen pull "
+                                f"{ref}` fetches it again")
         have = (f"; only a partial download ({partial.percent or 0:.0f}%) is in the cache"
-                if partial else f"; it is not in the cache ({store.hub_cache()})")
+                if partial else
+                f"; the cache holds only a {broken.problem} ({broken.path})" if broken else
+                f"; it is not in the cache ({store.hub_cache()})")
         raise HubError(f"cannot pull {ref}: {reason}{have}",
                        hint="unset HF_HUB_OFFLINE (or restore the network) to download it; "
                             "`qwen list` shows what is here")
@@ -482,8 +490,8 @@ def _resolve_hub(ref: str, parsed, quant: str | None) -> PullPlan:  # (HubRef)
     notes: list[str] = []
     if parsed.filename is not None:
         by_path = {f.path: f for f in ggufs}
-        by_lower = {f.path.lower(): f for f in ggufs}
-        found = by_path.get(parsed.filename) or by_lower.get(parsed.filename.lower())
+        by_key = {gguf_names.file_key(f.path): f for f in ggufs}
+        found = by_path.get(parsed.filename) or by_key.get(gguf_names.file_key(parsed.filename))
         if found is None:
             near = _nearest_files(parsed.filename, ggufs)
             tip = f"; nearest: {', '.join(near)}" if near else ""
@@ -608,16 +616,19 @@ class Progress(Protocol):
 
 
 def _is_complete(repo: str, commit: str, f: RemoteFile) -> bool:
-    blob = store.blob_path(repo, f.blob)
-    if blob.is_file() and blob.stat().st_size == f.size:
-        return True
-    snap = store.snapshot_path(repo, commit, f.path)
-    return snap.is_file() and not snap.is_symlink() and snap.stat().st_size == f.size
+    """The file is in the cache whole: its blob (a regular file in the repository's own
+    blobs/, never reached through a link) or the snapshot's own copy, at the listed size. A
+    shorter (truncated) or foreign file is not complete: the pull fetches it again."""
+    folder = store.repo_dir(repo)
+    for path in (store.blob_path(repo, f.blob), store.snapshot_path(repo, commit, f.path)):
+        if store.own_file(path, folder) and path.stat().st_size == f.size:
+            return True
+    return False
 
 
 def _partial_size(repo: str, f: RemoteFile) -> int:
     try:
-        return min(store.partial_path(repo, f.blob).stat().st_size, f.size)
+        return min(store.partial_path(repo, f.blob).lstat().st_size, f.size)
     except OSError:
         return 0
 
@@ -678,11 +689,6 @@ def _download_missing(plan: PullPlan, missing: list[RemoteFile], have: dict[str,
                       t0: float) -> PullResult:
     paths: list[Path] = []
     set_record = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in plan.files]
-    for f in missing:
-        store.write_sidecar(plan.repo, f.blob, {
-            "repo": plan.repo, "path": f.path, "commit": plan.commit,
-            "revision": plan.revision, "size": f.size, "sha256": f.sha256, "blob": f.blob,
-            "quant": plan.quant, "set": set_record, "ref": plan.ref})
     total = sum(f.size for f in missing)
     done = sum(have.values())
     downloaded = 0
@@ -694,6 +700,11 @@ def _download_missing(plan: PullPlan, missing: list[RemoteFile], have: dict[str,
         progress.start(label, total, done)
     try:
         for f in plan.files:
+            if f in missing:  # beside its partial; _fetch drops both if no byte came
+                store.write_sidecar(plan.repo, f.blob, {
+                    "repo": plan.repo, "path": f.path, "commit": plan.commit,
+                    "revision": plan.revision, "size": f.size, "sha256": f.sha256,
+                    "blob": f.blob, "quant": plan.quant, "set": set_record, "ref": plan.ref})
             got = _fetch(plan, f, progress, have[f.path], on_wait) if f in missing else 0
             downloaded += got
             paths.append(_link(plan, f, new_blob=got > 0))
@@ -742,8 +753,13 @@ def _fetch(plan: PullPlan, f: RemoteFile, progress: Progress | None, counted: in
         partial = store.partial_path(plan.repo, f.blob)
         if progress is not None:
             progress.advance(_partial_size(plan.repo, f) - counted)
-        with open(partial, "ab+", buffering=0) as out:
-            got, sha = _transfer(plan, f, out, progress, partial)
+        try:  # never through a link: the partial is this cache's file, or nothing
+            with open(partial, "ab+", buffering=0, opener=_open_no_follow) as out:
+                got, sha = _transfer(plan, f, out, progress, partial)
+        except BaseException:
+            if _partial_size(plan.repo, f) == 0 or partial.is_symlink():
+                _discard(plan, f)  # not a byte arrived: nothing to resume, nothing to list
+            raise
         if f.sha256 and sha != f.sha256:
             _discard(plan, f)
             raise ChecksumError(
@@ -756,10 +772,23 @@ def _fetch(plan: PullPlan, f: RemoteFile, progress: Progress | None, counted: in
         lock.release()
 
 
+def _open_no_follow(path: str, flags: int) -> int:
+    """open()'s opener for a partial: a link there is refused (ELOOP), never written through."""
+    try:
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise store.StoreError(f"{path} is a link, not a partial download: refusing to "
+                                   "write through it", hint="remove that link, then pull "
+                                                            "again") from None
+        raise
+
+
 def _discard(plan: PullPlan, f: RemoteFile) -> None:
+    folder = store.repo_dir(plan.repo)
     for path in (store.partial_path(plan.repo, f.blob), store.sidecar_path(plan.repo, f.blob)):
-        with contextlib.suppress(OSError):
-            path.unlink()
+        with contextlib.suppress(store.StoreError):
+            store.delete(path, folder)
 
 
 def _download_timeout() -> float:

@@ -389,6 +389,7 @@ def pull_sections(r: PullResult, ref: str) -> list[Section]:
 
 
 def local_model_document(m: LocalModel) -> dict[str, Any]:
+    problem = {"problem": m.problem} if m.problem else {}  # only for entries that are no model
     return {
         "model": m.model_id,
         "repo": m.repo,
@@ -403,6 +404,7 @@ def local_model_document(m: LocalModel) -> dict[str, Any]:
         "path": str(m.path),
         "commit": m.commit,
         "refs": list(m.refs),
+        **problem,
     }
 
 
@@ -417,6 +419,8 @@ def list_document(models: Sequence[LocalModel], cache: Path) -> dict[str, Any]:
 def download_status(m: LocalModel) -> str:
     if m.complete:
         return "complete"
+    if m.problem:
+        return m.problem
     if m.other_tool:
         return f"partial ({format_bytes(m.downloaded_bytes)}, another tool's)"
     parts = f", {m.parts_complete}/{m.parts} parts" if m.parts > 1 else ""
@@ -431,9 +435,14 @@ def list_sections(models: Sequence[LocalModel], cache: Path) -> list[Section]:
     table = tuple((m.model_id or "-", m.repo, m.quant or "?",
                    format_bytes(m.size_bytes if m.size_bytes is not None else m.downloaded_bytes),
                    download_status(m), str(m.path)) for m in models)
-    partial = [m for m in models if not m.complete]
+    partial = [m for m in models if not m.complete and not m.problem]
     total = format_bytes(sum(m.downloaded_bytes for m in models))
     notes = [f"{len(models)} models, {total} in {cache}"]
+    if any(m.problem and m.problem.startswith("damaged") for m in models):
+        notes.append("damaged downloads are fetched again by `qwen pull MODEL`")
+    if any(m.problem and not m.problem.startswith("damaged") for m in models):
+        notes.append("broken and foreign links are not models of this cache; `qwen rm MODEL` "
+                     "removes the link (never what it points to)")
     if partial:
         notes.append("partial downloads resume with `qwen pull MODEL`; `qwen rm MODEL` "
                      "removes them")
