@@ -857,10 +857,12 @@ def _transfer(plan: PullPlan, f: RemoteFile, out, progress: Progress | None,
             except httpx2.TransportError as exc:
                 idle = 0 if have > before else idle + 1
                 if idle >= _RETRIES:
+                    kept = (f"{have:,} of {f.size:,} bytes kept" if have else
+                            "nothing was written")
+                    again = "to resume" if have else "when the network is back"
                     raise HubUnreachableError(
-                        f"transfer of {f.path} failed: {_first_line(exc)}; "
-                        f"{have} of {f.size} bytes kept",
-                        hint=f"run `qwen pull {plan.ref}` again to resume") from exc
+                        f"transfer of {f.path} failed: {_first_line(exc)}; {kept}",
+                        hint=f"run `qwen pull {plan.ref}` again {again}") from exc
                 if idle:  # straight back after progress; back off while nothing comes
                     time.sleep(min(0.5 * 2 ** (idle - 1), 8.0))
                 continue
