@@ -9,11 +9,33 @@ The tokenizer arrays (150k tokens and merges in Qwen, most of a 6-10 MB header) 
 over and kept only as an `ArraySummary` (type and length).
 
 Parsed headers are cached as JSON under `cache_dir()/gguf/`, so a second look costs a stat
-(local files) or nothing at all (URLs).
+(local files) or nothing at all (URLs). A cache entry is untrusted too: it carries a digest of
+what was written, and is decoded with the same bounds as a file; anything else is a miss, and the
+file is parsed again.
+
+Bounds. A header is untrusted input (a Hub file, a broken download, a hostile file), and every
+count in it decides how long a loop runs or how much memory it takes, so the parser refuses,
+before looping or allocating:
+
+- more tensors (1,000,000) or metadata pairs (100,000) than any model has (a Qwen3-235B file
+  has about 1,100 tensors and 50 pairs), or than the file's bytes can hold (24 bytes per
+  tensor row, 13 per pair at least);
+- keys over 65,535 bytes; tensor names over 63 bytes (llama.cpp's GGML_MAX_NAME, with its NUL:
+  it refuses longer ones); string values over 16 MiB (Qwen's chat templates are a few KB, the
+  largest seen around 100 KB) or past the end of the file;
+- arrays longer than the rest of the file can hold, and arrays nested more than 4 deep:
+  llama.cpp reads no nested array at all, gguf-py writes them, and the limit keeps the walk
+  (and the cache's JSON) from recursing as deep as a file chooses;
+- a key or a tensor name that appears twice (llama.cpp refuses both), a tensor with more than
+  4 dimensions or more elements than ggml's int64 counts.
+
+What the numbers *mean* (layers, heads, context...) is checked where they are used, in
+`shapes.shape_from_gguf`, with `GgufValueError`.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
@@ -41,10 +63,13 @@ __all__ = [
     "GgufModel",
     "GgufNotFoundError",
     "GgufTruncatedError",
+    "GgufValueError",
     "OpenReader",
     "RangeReader",
     "RangeReply",
     "TensorInfo",
+    "display_text",
+    "file_label",
     "file_type_label",
     "ggml_type_info",
     "read_header",
@@ -127,10 +152,16 @@ GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 _MAX_DIMS = 4  # GGML_MAX_DIMS
 
-# Guards against corrupt headers asking for absurd allocations or loops.
+# Guards against corrupt headers asking for absurd allocations or loops (see the docstring).
 _MAX_TENSORS = 1_000_000
 _MAX_KV = 100_000
 _MAX_KEY_BYTES = 65_535
+_MAX_TENSOR_NAME_BYTES = 63  # GGML_MAX_NAME is 64 with the NUL; llama.cpp refuses longer names
+_MAX_STRING_BYTES = 16 * 1024 * 1024  # one string value: chat templates are a few KB
+_MAX_ARRAY_DEPTH = 4  # arrays inside arrays; llama.cpp reads none
+_MAX_ELEMENTS = 2**63 - 1  # ggml counts a tensor's elements in an int64
+_MIN_TENSOR_ROW = 8 + 4 + 4 + 8  # name length, n_dims, type, offset: bytes per tensor at least
+_MIN_KV = 8 + 4 + 1  # key length, value type, a uint8: bytes per metadata pair at least
 _MAX_STRING_UNKNOWN_SIZE = 1 << 30  # when the file size is not known (a stream without length)
 
 #: Arrays kept only as (type, length): the tokenizer tables, and any array longer than this.
@@ -164,6 +195,12 @@ class GgufNotFoundError(GgufError):
 
 class GgufTruncatedError(GgufError):
     """The file ends before its header or its tensor data does: an incomplete download."""
+
+
+class GgufValueError(GgufError):
+    """A header value outside what any real model has (a layer count of 4e9, zero heads, a NaN
+    context, arrays nested 1000 deep): planning with it would hang or print nonsense, and
+    llama.cpp could abort on it. The message names the file, the key and the value."""
 
 
 # --- Results ---------------------------------------------------------------------------------
@@ -437,6 +474,20 @@ def _display_name(location: str) -> str:
     return name or parts.netloc or location
 
 
+def file_label(source: str) -> str:
+    """How a message names a header's file: its name, or a URL's last part."""
+    return display_text(_display_name(source) if _is_url(source) else os.path.basename(source)
+                        or source, 120)
+
+
+def display_text(text: str, limit: int = 80) -> str:
+    """A string from a file as it may appear in a one-line message: control characters
+    escaped (a key holding a newline or a terminal escape stays one harmless line), long
+    ones cut."""
+    shown = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return shown if len(shown) <= limit else shown[:limit - 3] + "..."
+
+
 def _reason(e: object) -> str:
     text = str(e).strip() or type(e).__name__
     return " ".join(text.split())
@@ -497,6 +548,10 @@ class _Parser:
         size = f" (the file has {self.src.size} bytes)" if self.src.size is not None else ""
         return GgufError(f"{self.name}: corrupt header: {what} at byte {self.pos}{size}")
 
+    def _bound(self, what: str, why: str) -> GgufValueError:
+        """A value past one of the module's bounds: the file, what, and why it is refused."""
+        return GgufValueError(f"{self.name}: {what}, {why}")
+
     # primitives -------------------------------------------------------------------------------
 
     def read_u32(self) -> int:
@@ -513,10 +568,12 @@ class _Parser:
         self.pos += 8
         return v
 
-    def read_string(self, what: str, limit: int | None = None) -> str:
+    def read_string(self, what: str, limit: int = _MAX_STRING_BYTES) -> str:
         n = self.read_u64()
-        if n > self._remaining() or (limit is not None and n > limit):
+        if n > self._remaining():
             raise self._corrupt(f"{what} claims {n} bytes")
+        if n > limit:
+            raise self._bound(f"{what} is {n:,} bytes long", f"more than {limit:,}")
         end = self.pos + n
         if end > len(self.buf):
             self._fill(end)
@@ -539,7 +596,11 @@ class _Parser:
             return self.read_array(key, keep=key not in _SUMMARY_ONLY_KEYS)
         raise self._corrupt(f"unknown value type {vtype} for {key}")
 
-    def read_array(self, key: str, *, keep: bool) -> ArraySummary:
+    def _array_head(self, key: str, depth: int) -> tuple[int, int, str]:
+        """Element type, length and type name of an array, checked before anything is read."""
+        if depth > _MAX_ARRAY_DEPTH:
+            raise self._bound(f"{key} nests arrays {depth} deep",
+                              f"more than {_MAX_ARRAY_DEPTH} levels")
         etype = self.read_u32()
         n = self.read_u64()
         type_name = VALUE_TYPE_NAMES.get(etype)
@@ -549,8 +610,12 @@ class _Parser:
                     else 8 if etype == _STRING else 12)
         if n * min_size > self._remaining():
             raise self._corrupt(f"array {key} claims {n} elements")
+        return etype, n, type_name
+
+    def read_array(self, key: str, *, keep: bool, depth: int = 1) -> ArraySummary:
+        etype, n, type_name = self._array_head(key, depth)
         if not keep or n > _MAX_KEPT_ARRAY:
-            self.skip_array(etype, n)
+            self.skip_array(etype, n, key, depth)
             return ArraySummary(type_name, n, None)
         values: tuple[Any, ...]
         if etype in self.scalars:
@@ -563,10 +628,10 @@ class _Parser:
         elif etype == _STRING:
             values = tuple(self.read_string(f"an element of {key}") for _ in range(n))
         else:
-            values = tuple(self.read_array(key, keep=keep) for _ in range(n))
+            values = tuple(self.read_array(key, keep=keep, depth=depth + 1) for _ in range(n))
         return ArraySummary(type_name, n, values)
 
-    def skip_array(self, etype: int, n: int) -> None:
+    def skip_array(self, etype: int, n: int, key: str, depth: int) -> None:
         """Step over an array without building it; the string loop is the hot path."""
         st = self.scalars.get(etype)
         if st is not None:
@@ -583,20 +648,17 @@ class _Parser:
                     self._fill(pos + 8)
                     buf = self.buf
                 (length,) = unpack(buf, pos)
-                if length > limit:
+                if length > limit or length > _MAX_STRING_BYTES:
                     self.pos = pos
-                    raise self._corrupt(f"a string claims {length} bytes")
+                    raise self._corrupt(f"a string in {key} claims {length} bytes")
                 pos += 8 + length
             self.pos = pos
             if pos > len(self.buf):
                 self._fill(pos)
             return
         for _ in range(n):  # nested arrays
-            sub_type = self.read_u32()
-            sub_n = self.read_u64()
-            if sub_type not in VALUE_TYPE_NAMES:
-                raise self._corrupt(f"unknown array element type {sub_type}")
-            self.skip_array(sub_type, sub_n)
+            sub_type, sub_n, _name = self._array_head(key, depth + 1)
+            self.skip_array(sub_type, sub_n, key, depth + 1)
 
     # the header -------------------------------------------------------------------------------
 
@@ -627,12 +689,17 @@ class _Parser:
             raise self._corrupt(f"absurd tensor count {n_tensors}")
         if n_kv > _MAX_KV:
             raise self._corrupt(f"absurd metadata count {n_kv}")
+        if n_tensors * _MIN_TENSOR_ROW + n_kv * _MIN_KV > self._remaining():
+            raise self._corrupt(f"{n_tensors:,} tensors and {n_kv:,} metadata pairs cannot "
+                                "fit in the file")
 
         metadata: dict[str, MetaValue] = {}
         for _ in range(n_kv):
             key = self.read_string("a metadata key", _MAX_KEY_BYTES)
+            if key in metadata:
+                raise self._corrupt(f"metadata key {display_text(key)} appears twice")
             vtype = self.read_u32()
-            metadata[key] = self.read_value(vtype, key)
+            metadata[key] = self.read_value(vtype, display_text(key))
 
         alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
         if (isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0
@@ -644,8 +711,17 @@ class _Parser:
 
         tensors: list[TensorInfo] = []
         unknown: list[int] = []
+        names: set[str] = set()
         for _ in range(n_tensors):
-            name = self.read_string("a tensor name", _MAX_KEY_BYTES)
+            raw_name = self.read_string("a tensor name", _MAX_KEY_BYTES)
+            name = display_text(raw_name)
+            if len(raw_name.encode("utf-8")) > _MAX_TENSOR_NAME_BYTES:
+                raise self._bound(f"tensor name {name} is {len(raw_name.encode('utf-8'))} "
+                                  "bytes long", f"more than llama.cpp's "
+                                  f"{_MAX_TENSOR_NAME_BYTES}")
+            if raw_name in names:
+                raise self._corrupt(f"tensor {name} appears twice")
+            names.add(raw_name)
             n_dims = self.read_u32()
             if n_dims > _MAX_DIMS:
                 raise self._corrupt(f"tensor {name} has {n_dims} dimensions")
@@ -659,6 +735,10 @@ class _Parser:
             n_elements = 1
             for d in shape:
                 n_elements *= d
+            if n_elements > _MAX_ELEMENTS or any(d > _MAX_ELEMENTS for d in shape):
+                raise self._bound(f"tensor {name} has shape {list(shape)}",
+                                  "more elements than ggml can count")
+            name = raw_name
             info = GGML_TYPES.get(type_id)
             if info is None:
                 unknown.append(len(tensors))
@@ -666,8 +746,8 @@ class _Parser:
                 continue
             type_name, block, type_size = info
             if shape and shape[0] % block:
-                raise self._corrupt(f"tensor {name}: row length {shape[0]} is not a multiple "
-                                    f"of the {type_name} block size {block}")
+                raise self._corrupt(f"tensor {display_text(name)}: row length {shape[0]} is not "
+                                    f"a multiple of the {type_name} block size {block}")
             tensors.append(TensorInfo(name, type_name, shape, n_elements // block * type_size,
                                       offset, part))
 
@@ -699,15 +779,15 @@ class _Parser:
         """A type newer than this table: its size is the gap to the next tensor's data."""
         starts = sorted({t.offset for t in tensors})
         size = self.src.size
-        for i in unknown:
+        for i in unknown:  # a bisection each: a million such tensors must not take n^2 steps
             t = tensors[i]
-            later = [s for s in starts if s > t.offset]
-            if later:
-                n_bytes = later[0] - t.offset
+            later = bisect.bisect_right(starts, t.offset)
+            if later < len(starts):
+                n_bytes = starts[later] - t.offset
             elif size is not None:
                 n_bytes = size - data_offset - t.offset
             else:
-                raise GgufError(f"{self.name}: tensor {t.name} has unknown ggml type "
+                raise GgufError(f"{self.name}: tensor {display_text(t.name)} has unknown ggml type "
                                 f"{t.ggml_type} and its size cannot be told")
             tensors[i] = TensorInfo(t.name, t.ggml_type, t.shape, max(n_bytes, 0), t.offset,
                                     t.part)
@@ -932,7 +1012,8 @@ def read_model(location: str | Path, *, open_reader: OpenReader | None = None,
     names_seen: set[str] = set()
     for t in tensors:
         if t.name in names_seen:
-            raise GgufError(f"{label}: tensor {t.name} appears in two parts of the split set")
+            raise GgufError(f"{label}: tensor {display_text(t.name)} appears in two parts of "
+                            "the split set")
         names_seen.add(t.name)
     expected = parts[0].get("split.tensors.count")
     if isinstance(expected, int) and expected != len(tensors):
