@@ -175,7 +175,7 @@ _MAX_KEPT_ARRAY = 1024
 _LOCAL_FIRST_CHUNK = 64 * 1024
 _HTTP_FIRST_CHUNK = 2 * 1024 * 1024
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: entries carry a digest of their header and are decoded with bounds
 #: A URL-keyed cache entry is trusted this long unless the URL pins a commit (immutable).
 URL_CACHE_TTL_S = 24 * 3600
 _PINNED_REVISION = re.compile(r"/resolve/[0-9a-f]{40}/")
@@ -808,14 +808,59 @@ def _encode_meta(value: MetaValue) -> Any:
     return value
 
 
-def _decode_meta(value: Any) -> MetaValue:
+def _decode_meta(value: Any, depth: int = 0) -> MetaValue:
+    """A cached metadata value, held to the parser's bounds; ValueError for anything else."""
     if isinstance(value, dict):
+        if depth >= _MAX_ARRAY_DEPTH or set(value) != {"$array"}:
+            raise ValueError("bad cached array")
         element_type, length, values = value["$array"]
-        decoded = None if values is None else tuple(_decode_meta(v) for v in values)
-        return ArraySummary(str(element_type), int(length), decoded)
-    if isinstance(value, (str, int, float, bool)):
+        if (element_type not in _VALUE_TYPE_IDS or not _is_count(length)
+                or (values is not None and (not isinstance(values, list)
+                                            or len(values) != length
+                                            or length > _MAX_KEPT_ARRAY))):
+            raise ValueError("bad cached array")
+        decoded = None if values is None else tuple(_decode_meta(v, depth + 1) for v in values)
+        return ArraySummary(element_type, length, decoded)
+    if isinstance(value, str):
+        if len(value) > _MAX_STRING_BYTES:
+            raise ValueError("cached string too long")
+        return value
+    if isinstance(value, bool | float) or (isinstance(value, int)
+                                           and -(2**63) <= value < 2**64):
         return value
     raise ValueError(f"bad cached metadata value {value!r}")
+
+
+def _is_count(value: Any, limit: int = _MAX_ELEMENTS) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
+
+
+_GGML_TYPE_IDS = {name: type_id for type_id, (name, _b, _s) in GGML_TYPES.items()}
+_UNKNOWN_TYPE_NAME = re.compile(r"^TYPE_\d{1,10}$")
+
+
+def _decode_tensor(row: Any) -> TensorInfo:
+    """A cached tensor row, checked as the parser checks a file's: ValueError when it fails."""
+    name, type_name, shape, n_bytes, offset, part = row
+    if (not isinstance(name, str) or len(name.encode("utf-8")) > _MAX_TENSOR_NAME_BYTES
+            or not isinstance(type_name, str) or not isinstance(shape, list)
+            or len(shape) > _MAX_DIMS or not all(_is_count(d) for d in shape)
+            or not _is_count(n_bytes) or not _is_count(offset, 2**64 - 1)
+            or not isinstance(part, int) or isinstance(part, bool)):
+        raise ValueError("bad cached tensor")
+    n_elements = 1
+    for d in shape:
+        n_elements *= d
+    if n_elements > _MAX_ELEMENTS:
+        raise ValueError("bad cached tensor")
+    type_id = _GGML_TYPE_IDS.get(type_name)
+    if type_id is not None:
+        _name, block, type_size = GGML_TYPES[type_id]
+        if (shape and shape[0] % block) or n_bytes != n_elements // block * type_size:
+            raise ValueError("cached tensor size disagrees with its shape")
+    elif not _UNKNOWN_TYPE_NAME.match(type_name):
+        raise ValueError("bad cached tensor type")
+    return TensorInfo(name, type_name, tuple(shape), n_bytes, offset, part)
 
 
 def _header_to_json(h: GgufHeader) -> dict[str, Any]:
@@ -831,34 +876,69 @@ def _header_to_json(h: GgufHeader) -> dict[str, Any]:
 
 
 def _header_from_json(d: Mapping[str, Any]) -> GgufHeader:
-    tensors = tuple(TensorInfo(str(n), str(t), tuple(int(x) for x in shape), int(nb), int(off),
-                               int(part)) for n, t, shape, nb, off, part in d["tensors"])
+    """A cached header, decoded with the parser's bounds; ValueError (or the like) when an
+    entry was edited, cut short or written by something else."""
+    version, arch, meta = d["version"], d["architecture"], d["metadata"]
+    alignment, data_offset, file_size = d["alignment"], d["data_offset"], d["file_size"]
+    if (version not in (2, 3) or not (arch is None or isinstance(arch, str))
+            or not isinstance(meta, dict) or len(meta) > _MAX_KV
+            or not isinstance(d["tensors"], list) or len(d["tensors"]) > _MAX_TENSORS
+            or not _is_count(alignment) or alignment == 0 or alignment & (alignment - 1)
+            or not _is_count(data_offset) or data_offset % alignment
+            or not (file_size is None or _is_count(file_size))
+            or not isinstance(d["source"], str) or d["byte_order"] not in ("little", "big")
+            or not (d["etag"] is None or isinstance(d["etag"], str))
+            or d["range_supported"] not in (None, True, False)):
+        raise ValueError("bad cached header")
+    if any(not isinstance(k, str) or len(k) > _MAX_KEY_BYTES for k in meta):
+        raise ValueError("bad cached key")
+    metadata = {k: _decode_meta(v) for k, v in meta.items()}
+    if metadata.get("general.architecture") != arch and isinstance(
+            metadata.get("general.architecture"), str):
+        raise ValueError("cached architecture disagrees with its metadata")
+    tensors = tuple(_decode_tensor(row) for row in d["tensors"])
+    if len({t.name for t in tensors}) != len(tensors):
+        raise ValueError("a cached tensor name appears twice")
+    if file_size is not None and tensors and (
+            data_offset + max(t.offset + t.n_bytes for t in tensors) > file_size):
+        raise ValueError("cached tensors end past the file")
     return GgufHeader(
-        version=int(d["version"]), architecture=d["architecture"],
-        metadata=MappingProxyType({str(k): _decode_meta(v) for k, v in d["metadata"].items()}),
-        tensors=tensors, alignment=int(d["alignment"]), data_offset=int(d["data_offset"]),
-        file_size=d["file_size"], source=str(d["source"]), byte_order=str(d["byte_order"]),
-        etag=d["etag"], range_supported=d["range_supported"], from_cache=True,
+        version=version, architecture=arch, metadata=MappingProxyType(metadata),
+        tensors=tensors, alignment=alignment, data_offset=data_offset, file_size=file_size,
+        source=d["source"], byte_order=d["byte_order"], etag=d["etag"],
+        range_supported=d["range_supported"], from_cache=True,
     )
 
 
+def _digest(header_json: Any) -> str:
+    """What a cache entry's header must hash to: an entry edited by hand or cut short is a miss
+    (its numbers would otherwise be believed over the file's)."""
+    text = json.dumps(header_json, separators=(",", ":"), sort_keys=True, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _cache_load(key: str, accept: Callable[[Mapping[str, Any]], bool]) -> GgufHeader | None:
-    """The cached header for key when `accept(entry)` says it is still valid; junk is a miss."""
+    """The cached header for key when `accept(entry)` says it is still valid and it decodes
+    within bounds; junk of any kind (deep nesting included) is a miss."""
     try:
         with open(_cache_file(key), encoding="utf-8") as f:
             entry = json.load(f)
-        if entry.get("format") != _CACHE_FORMAT or entry.get("key") != key or not accept(entry):
+        if (not isinstance(entry, dict) or entry.get("format") != _CACHE_FORMAT
+                or entry.get("key") != key or not accept(entry)
+                or entry.get("digest") != _digest(entry["header"])):
             return None
         return _header_from_json(entry["header"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError,
+            OverflowError, IndexError):
         return None
 
 
 def _cache_save(key: str, header: GgufHeader, **validators: Any) -> None:
     """Best effort: a read-only or full cache directory only costs the next read."""
     path = _cache_file(key)
+    header_json = _header_to_json(header)
     entry = {"format": _CACHE_FORMAT, "key": key, "saved_at": time.time(), **validators,
-             "header": _header_to_json(header)}
+             "digest": _digest(header_json), "header": header_json}
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -932,7 +1012,8 @@ def _read_remote(location: str, open_reader: OpenReader, use_cache: bool,
             return entry.get("etag") == want
         if _PINNED_REVISION.search(location):
             return True
-        return time.time() - float(entry.get("saved_at", 0)) < URL_CACHE_TTL_S
+        age = time.time() - float(entry.get("saved_at", 0))
+        return 0 <= age < URL_CACHE_TTL_S  # NaN, or a time in the future, is no fresh entry
 
     if use_cache:
         cached = _cache_load(key, still_valid)
