@@ -12,26 +12,32 @@ file to llama.cpp: a value outside these bounds is a `GgufValueError` naming the
 and the value. Each bound is far above every Qwen model (qwen-catalog.md) and below what would
 hang the planner or crash llama.cpp:
 
-- block_count 1..4096 layers: Qwen's deepest is 94 (Qwen3-235B), 65 with an MTP block;
-  llama.cpp itself stops at 512. The planner loops over layers, so 4e9 would run for hours.
-  Tensors named blk.N must have N < block_count (a name alone could otherwise ask for 1e50).
+- block_count 1..512 layers: Qwen's deepest is 94 (Qwen3-235B), 65 with an MTP block, and 512
+  is llama.cpp's LLAMA_MAX_LAYERS: its loader aborts (SIGABRT) above it, and the planner loops
+  over layers, so 4e9 ran for hours. Tensors named blk.N must have N < block_count (a name
+  alone could otherwise ask for 1e50 layers).
 - attention.head_count 1..1024 and head_count_kv 1..1024 (96 and 8 in Qwen; per-layer arrays
-  may hold 0 for layers without attention, and are checked up to 1024 values, more than
-  llama.cpp's 512-layer limit), with head_count_kv dividing head_count: llama.cpp's grouped
-  attention asserts it and aborts the process otherwise. Zero heads or layers make llama.cpp
+  may hold 0 for layers without attention), with head_count_kv dividing head_count: llama.cpp's
+  grouped attention asserts it and aborts the process otherwise. Zero layers make llama.cpp
   abort too (SIGABRT, no message).
 - attention.key_length / value_length 1..4096 (Qwen: 64..256); embedding_length 1..131072
   (Qwen: up to 8192); feed_forward_length and the expert FFN 0..1048576 (Qwen: up to 29568).
 - context_length 1..16777216 (2^24) tokens: Qwen's longest is 1,010,000 with YaRN; a context
   must be a whole number (not NaN, not negative).
 - vocabulary 1..2097152 (2^21) tokens: Qwen3.5's is 248,320.
-- expert_count 0..512 (Qwen3-Next and Qwen3.5-397B have 512, and llama.cpp asserts at most 512
-  experts), expert_used_count 1..expert_count when there are experts and 0 when there are none,
-  the expert groups as llama.cpp asserts them: each of those aborts llama.cpp otherwise.
+- expert_count 0..512 (Qwen3-Next and Qwen3.5-397B have 512; llama.cpp's LLAMA_MAX_EXPERTS was
+  512 from Qwen3-Next's support on, 1024 in the newest builds, and it aborts above it),
+  expert_used_count 1..expert_count when there are experts and 0 when there are none, the
+  expert groups as llama.cpp asserts them: each of those aborts llama.cpp otherwise.
 - the recurrent state (Gated DeltaNet/SSM): ssm.state_size 0..4096, conv_kernel 1..64,
   inner_size 0..1048576, group_count and time_step_rank 1..4096 (Qwen3-Next: 128, 4, 4096,
   16, 32).
-- every float under the architecture's keys (rope bases, norm epsilons) is finite.
+- RoPE: rope.dimension_count even and at most the head size, the whole head for qwen2/qwen3
+  (their graphs assert it), rope.scaling.type one llama.cpp knows; norm epsilons 0..1 (ggml
+  asserts eps >= 0); every float under the architecture's keys is finite. Each of these
+  aborted llama.cpp when wrong.
+- a layer with attention tensors has at least one head and one KV head (a 0 in a per-layer
+  array there aborts llama.cpp).
 - cheap consistency: token_embd.weight is embedding_length wide; attn_k.weight is
   embedding_length by head_count_kv x key_length; the embedding's rows equal the tokenizer's
   tokens; the model has at least one tensor.
@@ -69,7 +75,7 @@ REPACKABLE_SHARE = {
 HEADER_BYTES_PER_VOCAB_ENTRY = 45  # token text, type and merges: about 6.5 MB for 151,936 tokens
 
 # The bounds (see the module docstring for why each is what it is).
-MAX_LAYERS = 4096
+MAX_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS
 MAX_HEADS = 1024
 MAX_HEAD_DIM = 4096
 MAX_EMBD = 131_072
@@ -81,6 +87,10 @@ MAX_SSM_STATE = 4096
 MAX_CONV_KERNEL = 64
 MAX_NAME_CHARS = 200  # general.name beyond this (or unprintable) gives way to the file name
 
+#: Architectures whose llama.cpp graph asserts that RoPE covers the whole head (qwen2.cpp,
+#: qwen3.cpp, ...: GGML_ASSERT(n_embd_head == n_rot), an abort).
+_FULL_ROPE_ARCHS = frozenset({"qwen2", "qwen2moe", "qwen3", "qwen3moe"})
+_ROPE_SCALING_TYPES = frozenset({"none", "linear", "yarn", "longrope"})  # llama.cpp's names
 _ARCH_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _INT_TYPES = frozenset({"UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "UINT64",
                         "INT64"})
@@ -119,7 +129,7 @@ def _shown(value: object) -> str:
     if isinstance(value, ArraySummary):
         return f"an array of {value.length:,} {value.element_type}"
     if isinstance(value, str):
-        return f"the text {display_text(value, 40)!r}"
+        return f"the text '{display_text(value, 40)}'"
     return repr(value) if isinstance(value, float) else str(value)
 
 
@@ -193,9 +203,9 @@ class _Checker:
         if value.length != n_layers:
             raise self.fail(f"{display_text(key)} has {value.length} values, but "
                             f"{self.key('block_count')} is {n_layers}")
-        if value.values is None:  # gguf_info keeps up to 1024; llama.cpp reads up to 512
-            raise self.fail(f"{display_text(key)} has {value.length} values, more per-layer "
-                            "values than qwen checks (1024)")
+        if value.values is None:  # gguf_info keeps 1024 values, more than MAX_LAYERS
+            raise self.fail(f"{display_text(key)} is {_shown(value)} whose values were not "
+                            "read")
         element = _Bound(0, bound.high, bound.singular, bound.plural)
         out = [self._in_bound(f"{key}[{i}]", v, element) for i, v in enumerate(value.values)]
         if max(out) < bound.low:
@@ -259,6 +269,10 @@ def check_numbers(model: GgufModel) -> _Numbers:
         heads = [0] * n_layers
     kv_heads = c.per_layer("attention.head_count_kv", _HEADS, n_layers) or heads
     for i, (h, kv) in enumerate(zip(heads, kv_heads, strict=True)):
+        if i in attention and not (h and kv):
+            raise c.fail(f"layer {i} has attention tensors, but "
+                         f"{c.key('attention.head_count' if not h else 'attention.head_count_kv')}"
+                         " gives it 0 heads")
         if h and kv and h % kv:
             where = f" in layer {i}" if len(set(heads)) > 1 or len(set(kv_heads)) > 1 else ""
             raise c.fail(f"{c.key('attention.head_count_kv')} is {kv}{where}, which does not "
@@ -270,6 +284,7 @@ def check_numbers(model: GgufModel) -> _Numbers:
     if attention and head_k == 0:
         raise c.fail(f"{c.key('attention.key_length')} is missing, and embedding_length "
                      f"{n_embd} over {n_head} heads leaves 0 dimensions per head")
+    _check_rope(c, head_k)
     ctx_train = c.scalar("context_length", _CTX, required=True)
     n_expert = c.scalar("expert_count", _EXPERTS)
     n_expert_used = c.scalar("expert_used_count", _Bound(0, MAX_EXPERTS, "expert", "experts"))
@@ -279,10 +294,33 @@ def check_numbers(model: GgufModel) -> _Numbers:
     n_ff = n_ff or max(ffn)
     recurrent = _recurrent_state(c)
     c.finite_floats()
+    for name in ("attention.layer_norm_rms_epsilon", "attention.layer_norm_epsilon"):
+        eps = c.model.get(c.key(name))
+        if isinstance(eps, float) and not 0 <= eps <= 1:  # ggml asserts eps >= 0 and aborts
+            raise c.fail(f"{c.key(name)} is {eps!r}, not a norm epsilon (0 to 1)")
     _check_tensor_shapes(c, n_embd, kv_heads, head_k)
     return _Numbers(n_layers, n_embd, max(1, n_head), max(1, n_kv_head) if n_kv_head else
                     max(1, n_head), head_k, head_v, n_ff, ctx_train, n_expert, n_expert_used,
                     recurrent)
+
+
+def _check_rope(c: _Checker, head_k: int) -> None:
+    """RoPE settings llama.cpp asserts on (an abort, not an error): the rotated dimensions
+    within a head (all of it for the qwen2/qwen3 families; Qwen3.5 rotates a quarter), and a
+    scaling type it knows."""
+    key = c.key("rope.dimension_count")
+    n_rot = c.scalar("rope.dimension_count", _HEAD_DIM, default=head_k)
+    if c.arch in _FULL_ROPE_ARCHS and n_rot != head_k:
+        raise c.fail(f"{key} is {n_rot}, but {c.arch} rotates whole heads of {head_k} "
+                     "dimensions")
+    if n_rot > head_k or n_rot % 2:
+        given = "" if c.model.get(key) is not None else " (the head size, as it is absent)"
+        raise c.fail(f"{key} is {n_rot}{given}, not an even number up to the head size "
+                     f"{head_k}")
+    scaling = c.model.get(c.key("rope.scaling.type"))
+    if scaling is not None and scaling not in _ROPE_SCALING_TYPES:
+        raise c.fail(f"{c.key('rope.scaling.type')} is {_shown(scaling)}, not one of "
+                     f"{', '.join(sorted(_ROPE_SCALING_TYPES))}")
 
 
 def _check_experts(c: _Checker, n_expert: int, n_used: int) -> None:
