@@ -14,8 +14,8 @@ hang the planner or crash llama.cpp:
 
 - block_count 1..512 layers: Qwen's deepest is 94 (Qwen3-235B), 65 with an MTP block, and 512
   is llama.cpp's LLAMA_MAX_LAYERS: its loader aborts (SIGABRT) above it, and the planner loops
-  over layers, so 4e9 ran for hours. Tensors named blk.N must have N < block_count (a name
-  alone could otherwise ask for 1e50 layers).
+  over layers, so 4e9 ran for minutes and more. Tensors named blk.N must have N < block_count
+  (a name alone could otherwise ask for 1e50 layers).
 - attention.head_count 1..1024 and head_count_kv 1..1024 (96 and 8 in Qwen; per-layer arrays
   may hold 0 for layers without attention), with head_count_kv dividing head_count: llama.cpp's
   grouped attention asserts it and aborts the process otherwise. Zero layers make llama.cpp
@@ -26,7 +26,8 @@ hang the planner or crash llama.cpp:
   must be a whole number (not NaN, not negative).
 - vocabulary 1..2097152 (2^21) tokens: Qwen3.5's is 248,320.
 - expert_count 0..512 (Qwen3-Next and Qwen3.5-397B have 512; llama.cpp's LLAMA_MAX_EXPERTS was
-  512 from Qwen3-Next's support on, 1024 in the newest builds, and it aborts above it),
+  512 from Qwen3-Next's support on, and is 1024 in the copy llama-cpp-python 0.3.36 bundles,
+  where 1025 aborts: 512 is safe for every build that runs those models),
   expert_used_count 1..expert_count when there are experts and 0 when there are none, the
   expert groups as llama.cpp asserts them: each of those aborts llama.cpp otherwise.
 - the recurrent state (Gated DeltaNet/SSM): ssm.state_size 0..4096, conv_kernel 1..64,
