@@ -9,11 +9,33 @@ The tokenizer arrays (150k tokens and merges in Qwen, most of a 6-10 MB header) 
 over and kept only as an `ArraySummary` (type and length).
 
 Parsed headers are cached as JSON under `cache_dir()/gguf/`, so a second look costs a stat
-(local files) or nothing at all (URLs).
+(local files) or nothing at all (URLs). A cache entry is untrusted too: it carries a digest of
+what was written, and is decoded with the same bounds as a file; anything else is a miss, and the
+file is parsed again.
+
+Bounds. A header is untrusted input (a Hub file, a broken download, a hostile file), and every
+count in it decides how long a loop runs or how much memory it takes, so the parser refuses,
+before looping or allocating:
+
+- more tensors (1,000,000) or metadata pairs (100,000) than any model has (a Qwen3-235B file
+  has about 1,100 tensors and 50 pairs), or than the file's bytes can hold (24 bytes per
+  tensor row, 13 per pair at least);
+- keys over 65,535 bytes; tensor names over 63 bytes (llama.cpp's GGML_MAX_NAME, with its NUL:
+  it refuses longer ones); string values over 16 MiB (Qwen's chat templates are a few KB, the
+  largest seen around 100 KB) or past the end of the file;
+- arrays longer than the rest of the file can hold, and arrays nested more than 4 deep:
+  llama.cpp reads no nested array at all, gguf-py writes them, and the limit keeps the walk
+  (and the cache's JSON) from recursing as deep as a file chooses;
+- a key or a tensor name that appears twice (llama.cpp refuses both), a tensor with more than
+  4 dimensions or more elements than ggml's int64 counts.
+
+What the numbers *mean* (layers, heads, context...) is checked where they are used, in
+`shapes.shape_from_gguf`, with `GgufValueError`.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
@@ -41,10 +63,13 @@ __all__ = [
     "GgufModel",
     "GgufNotFoundError",
     "GgufTruncatedError",
+    "GgufValueError",
     "OpenReader",
     "RangeReader",
     "RangeReply",
     "TensorInfo",
+    "display_text",
+    "file_label",
     "file_type_label",
     "ggml_type_info",
     "read_header",
@@ -127,10 +152,16 @@ GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 _MAX_DIMS = 4  # GGML_MAX_DIMS
 
-# Guards against corrupt headers asking for absurd allocations or loops.
+# Guards against corrupt headers asking for absurd allocations or loops (see the docstring).
 _MAX_TENSORS = 1_000_000
 _MAX_KV = 100_000
 _MAX_KEY_BYTES = 65_535
+_MAX_TENSOR_NAME_BYTES = 63  # GGML_MAX_NAME is 64 with the NUL; llama.cpp refuses longer names
+_MAX_STRING_BYTES = 16 * 1024 * 1024  # one string value: chat templates are a few KB
+_MAX_ARRAY_DEPTH = 4  # arrays inside arrays; llama.cpp reads none
+_MAX_ELEMENTS = 2**63 - 1  # ggml counts a tensor's elements in an int64
+_MIN_TENSOR_ROW = 8 + 4 + 4 + 8  # name length, n_dims, type, offset: bytes per tensor at least
+_MIN_KV = 8 + 4 + 1  # key length, value type, a uint8: bytes per metadata pair at least
 _MAX_STRING_UNKNOWN_SIZE = 1 << 30  # when the file size is not known (a stream without length)
 
 #: Arrays kept only as (type, length): the tokenizer tables, and any array longer than this.
@@ -144,7 +175,7 @@ _MAX_KEPT_ARRAY = 1024
 _LOCAL_FIRST_CHUNK = 64 * 1024
 _HTTP_FIRST_CHUNK = 2 * 1024 * 1024
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: entries carry a digest of their header and are decoded with bounds
 #: A URL-keyed cache entry is trusted this long unless the URL pins a commit (immutable).
 URL_CACHE_TTL_S = 24 * 3600
 _PINNED_REVISION = re.compile(r"/resolve/[0-9a-f]{40}/")
@@ -164,6 +195,12 @@ class GgufNotFoundError(GgufError):
 
 class GgufTruncatedError(GgufError):
     """The file ends before its header or its tensor data does: an incomplete download."""
+
+
+class GgufValueError(GgufError):
+    """A header value outside what any real model has (a layer count of 4e9, zero heads, a NaN
+    context, arrays nested 1000 deep): planning with it would hang or print nonsense, and
+    llama.cpp could abort on it. The message names the file, the key and the value."""
 
 
 # --- Results ---------------------------------------------------------------------------------
@@ -437,6 +474,20 @@ def _display_name(location: str) -> str:
     return name or parts.netloc or location
 
 
+def file_label(source: str) -> str:
+    """How a message names a header's file: its name, or a URL's last part."""
+    return display_text(_display_name(source) if _is_url(source) else os.path.basename(source)
+                        or source, 120)
+
+
+def display_text(text: str, limit: int = 80) -> str:
+    """A string from a file as it may appear in a one-line message: control characters
+    escaped (a key holding a newline or a terminal escape stays one harmless line), long
+    ones cut."""
+    shown = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return shown if len(shown) <= limit else shown[:limit - 3] + "..."
+
+
 def _reason(e: object) -> str:
     text = str(e).strip() or type(e).__name__
     return " ".join(text.split())
@@ -497,6 +548,10 @@ class _Parser:
         size = f" (the file has {self.src.size} bytes)" if self.src.size is not None else ""
         return GgufError(f"{self.name}: corrupt header: {what} at byte {self.pos}{size}")
 
+    def _bound(self, what: str, why: str) -> GgufValueError:
+        """A value past one of the module's bounds: the file, what, and why it is refused."""
+        return GgufValueError(f"{self.name}: {what}, {why}")
+
     # primitives -------------------------------------------------------------------------------
 
     def read_u32(self) -> int:
@@ -513,10 +568,12 @@ class _Parser:
         self.pos += 8
         return v
 
-    def read_string(self, what: str, limit: int | None = None) -> str:
+    def read_string(self, what: str, limit: int = _MAX_STRING_BYTES) -> str:
         n = self.read_u64()
-        if n > self._remaining() or (limit is not None and n > limit):
+        if n > self._remaining():
             raise self._corrupt(f"{what} claims {n} bytes")
+        if n > limit:
+            raise self._bound(f"{what} is {n:,} bytes long", f"more than {limit:,}")
         end = self.pos + n
         if end > len(self.buf):
             self._fill(end)
@@ -539,7 +596,11 @@ class _Parser:
             return self.read_array(key, keep=key not in _SUMMARY_ONLY_KEYS)
         raise self._corrupt(f"unknown value type {vtype} for {key}")
 
-    def read_array(self, key: str, *, keep: bool) -> ArraySummary:
+    def _array_head(self, key: str, depth: int) -> tuple[int, int, str]:
+        """Element type, length and type name of an array, checked before anything is read."""
+        if depth > _MAX_ARRAY_DEPTH:
+            raise self._bound(f"{key} nests arrays {depth} deep",
+                              f"more than {_MAX_ARRAY_DEPTH} levels")
         etype = self.read_u32()
         n = self.read_u64()
         type_name = VALUE_TYPE_NAMES.get(etype)
@@ -549,8 +610,12 @@ class _Parser:
                     else 8 if etype == _STRING else 12)
         if n * min_size > self._remaining():
             raise self._corrupt(f"array {key} claims {n} elements")
+        return etype, n, type_name
+
+    def read_array(self, key: str, *, keep: bool, depth: int = 1) -> ArraySummary:
+        etype, n, type_name = self._array_head(key, depth)
         if not keep or n > _MAX_KEPT_ARRAY:
-            self.skip_array(etype, n)
+            self.skip_array(etype, n, key, depth)
             return ArraySummary(type_name, n, None)
         values: tuple[Any, ...]
         if etype in self.scalars:
@@ -563,10 +628,10 @@ class _Parser:
         elif etype == _STRING:
             values = tuple(self.read_string(f"an element of {key}") for _ in range(n))
         else:
-            values = tuple(self.read_array(key, keep=keep) for _ in range(n))
+            values = tuple(self.read_array(key, keep=keep, depth=depth + 1) for _ in range(n))
         return ArraySummary(type_name, n, values)
 
-    def skip_array(self, etype: int, n: int) -> None:
+    def skip_array(self, etype: int, n: int, key: str, depth: int) -> None:
         """Step over an array without building it; the string loop is the hot path."""
         st = self.scalars.get(etype)
         if st is not None:
@@ -583,20 +648,17 @@ class _Parser:
                     self._fill(pos + 8)
                     buf = self.buf
                 (length,) = unpack(buf, pos)
-                if length > limit:
+                if length > limit or length > _MAX_STRING_BYTES:
                     self.pos = pos
-                    raise self._corrupt(f"a string claims {length} bytes")
+                    raise self._corrupt(f"a string in {key} claims {length} bytes")
                 pos += 8 + length
             self.pos = pos
             if pos > len(self.buf):
                 self._fill(pos)
             return
         for _ in range(n):  # nested arrays
-            sub_type = self.read_u32()
-            sub_n = self.read_u64()
-            if sub_type not in VALUE_TYPE_NAMES:
-                raise self._corrupt(f"unknown array element type {sub_type}")
-            self.skip_array(sub_type, sub_n)
+            sub_type, sub_n, _name = self._array_head(key, depth + 1)
+            self.skip_array(sub_type, sub_n, key, depth + 1)
 
     # the header -------------------------------------------------------------------------------
 
@@ -627,12 +689,17 @@ class _Parser:
             raise self._corrupt(f"absurd tensor count {n_tensors}")
         if n_kv > _MAX_KV:
             raise self._corrupt(f"absurd metadata count {n_kv}")
+        if n_tensors * _MIN_TENSOR_ROW + n_kv * _MIN_KV > self._remaining():
+            raise self._corrupt(f"{n_tensors:,} tensors and {n_kv:,} metadata pairs cannot "
+                                "fit in the file")
 
         metadata: dict[str, MetaValue] = {}
         for _ in range(n_kv):
             key = self.read_string("a metadata key", _MAX_KEY_BYTES)
+            if key in metadata:
+                raise self._corrupt(f"metadata key {display_text(key)} appears twice")
             vtype = self.read_u32()
-            metadata[key] = self.read_value(vtype, key)
+            metadata[key] = self.read_value(vtype, display_text(key))
 
         alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
         if (isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0
@@ -644,8 +711,17 @@ class _Parser:
 
         tensors: list[TensorInfo] = []
         unknown: list[int] = []
+        names: set[str] = set()
         for _ in range(n_tensors):
-            name = self.read_string("a tensor name", _MAX_KEY_BYTES)
+            raw_name = self.read_string("a tensor name", _MAX_KEY_BYTES)
+            name = display_text(raw_name)
+            if len(raw_name.encode("utf-8")) > _MAX_TENSOR_NAME_BYTES:
+                raise self._bound(f"tensor name {name} is {len(raw_name.encode('utf-8'))} "
+                                  "bytes long", f"more than llama.cpp's "
+                                  f"{_MAX_TENSOR_NAME_BYTES}")
+            if raw_name in names:
+                raise self._corrupt(f"tensor {name} appears twice")
+            names.add(raw_name)
             n_dims = self.read_u32()
             if n_dims > _MAX_DIMS:
                 raise self._corrupt(f"tensor {name} has {n_dims} dimensions")
@@ -659,6 +735,10 @@ class _Parser:
             n_elements = 1
             for d in shape:
                 n_elements *= d
+            if n_elements > _MAX_ELEMENTS or any(d > _MAX_ELEMENTS for d in shape):
+                raise self._bound(f"tensor {name} has shape {list(shape)}",
+                                  "more elements than ggml can count")
+            name = raw_name
             info = GGML_TYPES.get(type_id)
             if info is None:
                 unknown.append(len(tensors))
@@ -666,8 +746,8 @@ class _Parser:
                 continue
             type_name, block, type_size = info
             if shape and shape[0] % block:
-                raise self._corrupt(f"tensor {name}: row length {shape[0]} is not a multiple "
-                                    f"of the {type_name} block size {block}")
+                raise self._corrupt(f"tensor {display_text(name)}: row length {shape[0]} is not "
+                                    f"a multiple of the {type_name} block size {block}")
             tensors.append(TensorInfo(name, type_name, shape, n_elements // block * type_size,
                                       offset, part))
 
@@ -699,15 +779,15 @@ class _Parser:
         """A type newer than this table: its size is the gap to the next tensor's data."""
         starts = sorted({t.offset for t in tensors})
         size = self.src.size
-        for i in unknown:
+        for i in unknown:  # a bisection each: a million such tensors must not take n^2 steps
             t = tensors[i]
-            later = [s for s in starts if s > t.offset]
-            if later:
-                n_bytes = later[0] - t.offset
+            later = bisect.bisect_right(starts, t.offset)
+            if later < len(starts):
+                n_bytes = starts[later] - t.offset
             elif size is not None:
                 n_bytes = size - data_offset - t.offset
             else:
-                raise GgufError(f"{self.name}: tensor {t.name} has unknown ggml type "
+                raise GgufError(f"{self.name}: tensor {display_text(t.name)} has unknown ggml type "
                                 f"{t.ggml_type} and its size cannot be told")
             tensors[i] = TensorInfo(t.name, t.ggml_type, t.shape, max(n_bytes, 0), t.offset,
                                     t.part)
@@ -728,14 +808,59 @@ def _encode_meta(value: MetaValue) -> Any:
     return value
 
 
-def _decode_meta(value: Any) -> MetaValue:
+def _decode_meta(value: Any, depth: int = 0) -> MetaValue:
+    """A cached metadata value, held to the parser's bounds; ValueError for anything else."""
     if isinstance(value, dict):
+        if depth >= _MAX_ARRAY_DEPTH or set(value) != {"$array"}:
+            raise ValueError("bad cached array")
         element_type, length, values = value["$array"]
-        decoded = None if values is None else tuple(_decode_meta(v) for v in values)
-        return ArraySummary(str(element_type), int(length), decoded)
-    if isinstance(value, (str, int, float, bool)):
+        if (element_type not in _VALUE_TYPE_IDS or not _is_count(length)
+                or (values is not None and (not isinstance(values, list)
+                                            or len(values) != length
+                                            or length > _MAX_KEPT_ARRAY))):
+            raise ValueError("bad cached array")
+        decoded = None if values is None else tuple(_decode_meta(v, depth + 1) for v in values)
+        return ArraySummary(element_type, length, decoded)
+    if isinstance(value, str):
+        if len(value) > _MAX_STRING_BYTES:
+            raise ValueError("cached string too long")
+        return value
+    if isinstance(value, bool | float) or (isinstance(value, int)
+                                           and -(2**63) <= value < 2**64):
         return value
     raise ValueError(f"bad cached metadata value {value!r}")
+
+
+def _is_count(value: Any, limit: int = _MAX_ELEMENTS) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
+
+
+_GGML_TYPE_IDS = {name: type_id for type_id, (name, _b, _s) in GGML_TYPES.items()}
+_UNKNOWN_TYPE_NAME = re.compile(r"^TYPE_\d{1,10}$")
+
+
+def _decode_tensor(row: Any) -> TensorInfo:
+    """A cached tensor row, checked as the parser checks a file's: ValueError when it fails."""
+    name, type_name, shape, n_bytes, offset, part = row
+    if (not isinstance(name, str) or len(name.encode("utf-8")) > _MAX_TENSOR_NAME_BYTES
+            or not isinstance(type_name, str) or not isinstance(shape, list)
+            or len(shape) > _MAX_DIMS or not all(_is_count(d) for d in shape)
+            or not _is_count(n_bytes) or not _is_count(offset, 2**64 - 1)
+            or not isinstance(part, int) or isinstance(part, bool)):
+        raise ValueError("bad cached tensor")
+    n_elements = 1
+    for d in shape:
+        n_elements *= d
+    if n_elements > _MAX_ELEMENTS:
+        raise ValueError("bad cached tensor")
+    type_id = _GGML_TYPE_IDS.get(type_name)
+    if type_id is not None:
+        _name, block, type_size = GGML_TYPES[type_id]
+        if (shape and shape[0] % block) or n_bytes != n_elements // block * type_size:
+            raise ValueError("cached tensor size disagrees with its shape")
+    elif not _UNKNOWN_TYPE_NAME.match(type_name):
+        raise ValueError("bad cached tensor type")
+    return TensorInfo(name, type_name, tuple(shape), n_bytes, offset, part)
 
 
 def _header_to_json(h: GgufHeader) -> dict[str, Any]:
@@ -751,34 +876,69 @@ def _header_to_json(h: GgufHeader) -> dict[str, Any]:
 
 
 def _header_from_json(d: Mapping[str, Any]) -> GgufHeader:
-    tensors = tuple(TensorInfo(str(n), str(t), tuple(int(x) for x in shape), int(nb), int(off),
-                               int(part)) for n, t, shape, nb, off, part in d["tensors"])
+    """A cached header, decoded with the parser's bounds; ValueError (or the like) when an
+    entry was edited, cut short or written by something else."""
+    version, arch, meta = d["version"], d["architecture"], d["metadata"]
+    alignment, data_offset, file_size = d["alignment"], d["data_offset"], d["file_size"]
+    if (version not in (2, 3) or not (arch is None or isinstance(arch, str))
+            or not isinstance(meta, dict) or len(meta) > _MAX_KV
+            or not isinstance(d["tensors"], list) or len(d["tensors"]) > _MAX_TENSORS
+            or not _is_count(alignment) or alignment == 0 or alignment & (alignment - 1)
+            or not _is_count(data_offset) or data_offset % alignment
+            or not (file_size is None or _is_count(file_size))
+            or not isinstance(d["source"], str) or d["byte_order"] not in ("little", "big")
+            or not (d["etag"] is None or isinstance(d["etag"], str))
+            or d["range_supported"] not in (None, True, False)):
+        raise ValueError("bad cached header")
+    if any(not isinstance(k, str) or len(k) > _MAX_KEY_BYTES for k in meta):
+        raise ValueError("bad cached key")
+    metadata = {k: _decode_meta(v) for k, v in meta.items()}
+    if metadata.get("general.architecture") != arch and isinstance(
+            metadata.get("general.architecture"), str):
+        raise ValueError("cached architecture disagrees with its metadata")
+    tensors = tuple(_decode_tensor(row) for row in d["tensors"])
+    if len({t.name for t in tensors}) != len(tensors):
+        raise ValueError("a cached tensor name appears twice")
+    if file_size is not None and tensors and (
+            data_offset + max(t.offset + t.n_bytes for t in tensors) > file_size):
+        raise ValueError("cached tensors end past the file")
     return GgufHeader(
-        version=int(d["version"]), architecture=d["architecture"],
-        metadata=MappingProxyType({str(k): _decode_meta(v) for k, v in d["metadata"].items()}),
-        tensors=tensors, alignment=int(d["alignment"]), data_offset=int(d["data_offset"]),
-        file_size=d["file_size"], source=str(d["source"]), byte_order=str(d["byte_order"]),
-        etag=d["etag"], range_supported=d["range_supported"], from_cache=True,
+        version=version, architecture=arch, metadata=MappingProxyType(metadata),
+        tensors=tensors, alignment=alignment, data_offset=data_offset, file_size=file_size,
+        source=d["source"], byte_order=d["byte_order"], etag=d["etag"],
+        range_supported=d["range_supported"], from_cache=True,
     )
 
 
+def _digest(header_json: Any) -> str:
+    """What a cache entry's header must hash to: an entry edited by hand or cut short is a miss
+    (its numbers would otherwise be believed over the file's)."""
+    text = json.dumps(header_json, separators=(",", ":"), sort_keys=True, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _cache_load(key: str, accept: Callable[[Mapping[str, Any]], bool]) -> GgufHeader | None:
-    """The cached header for key when `accept(entry)` says it is still valid; junk is a miss."""
+    """The cached header for key when `accept(entry)` says it is still valid and it decodes
+    within bounds; junk of any kind (deep nesting included) is a miss."""
     try:
         with open(_cache_file(key), encoding="utf-8") as f:
             entry = json.load(f)
-        if entry.get("format") != _CACHE_FORMAT or entry.get("key") != key or not accept(entry):
+        if (not isinstance(entry, dict) or entry.get("format") != _CACHE_FORMAT
+                or entry.get("key") != key or not accept(entry)
+                or entry.get("digest") != _digest(entry["header"])):
             return None
         return _header_from_json(entry["header"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError,
+            OverflowError, IndexError):
         return None
 
 
 def _cache_save(key: str, header: GgufHeader, **validators: Any) -> None:
     """Best effort: a read-only or full cache directory only costs the next read."""
     path = _cache_file(key)
+    header_json = _header_to_json(header)
     entry = {"format": _CACHE_FORMAT, "key": key, "saved_at": time.time(), **validators,
-             "header": _header_to_json(header)}
+             "digest": _digest(header_json), "header": header_json}
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -852,7 +1012,8 @@ def _read_remote(location: str, open_reader: OpenReader, use_cache: bool,
             return entry.get("etag") == want
         if _PINNED_REVISION.search(location):
             return True
-        return time.time() - float(entry.get("saved_at", 0)) < URL_CACHE_TTL_S
+        age = time.time() - float(entry.get("saved_at", 0))
+        return 0 <= age < URL_CACHE_TTL_S  # NaN, or a time in the future, is no fresh entry
 
     if use_cache:
         cached = _cache_load(key, still_valid)
@@ -932,7 +1093,8 @@ def read_model(location: str | Path, *, open_reader: OpenReader | None = None,
     names_seen: set[str] = set()
     for t in tensors:
         if t.name in names_seen:
-            raise GgufError(f"{label}: tensor {t.name} appears in two parts of the split set")
+            raise GgufError(f"{label}: tensor {display_text(t.name)} appears in two parts of "
+                            "the split set")
         names_seen.add(t.name)
     expected = parts[0].get("split.tensors.count")
     if isinstance(expected, int) and expected != len(tensors):

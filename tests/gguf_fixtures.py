@@ -4,11 +4,14 @@
 random weights, a byte-level BPE tokenizer with merges), so loaders can run it. Shapes decide
 memory and speed, not weight values, so `QwenShape` presets carry the real Qwen shapes.
 `write_header_only_gguf` writes only the header and extends the file sparsely, which gives a
-multi-GB "7B" file on any disk in milliseconds.
+multi-GB "7B" file on any disk in milliseconds. `raw_gguf_bytes` writes a header byte by byte
+with `struct`, for what GGUFWriter refuses to write (wrong value types, lengths that lie, arrays
+nested 1000 deep, a count of 2**40): hostile files for the parser's and the planner's bounds.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +25,21 @@ __all__ = [
     "QWEN25_1_5B",
     "QWEN25_7B",
     "QwenShape",
+    "RawArray",
+    "RawString",
+    "RawTensor",
     "TensorSpec",
     "Tokenizer",
     "byte_level_tokenizer",
+    "nested_array",
+    "qwen_raw_metadata",
+    "qwen_raw_tensors",
+    "raw_data_bytes",
+    "raw_gguf_bytes",
     "tensor_nbytes",
     "write_header_only_gguf",
     "write_qwen_gguf",
+    "write_raw_gguf",
     "write_split_header_only_gguf",
 ]
 
@@ -375,3 +387,148 @@ def qwen3_tokenizer() -> Tokenizer:
     return Tokenizer(tokens=tuple(tokens), token_types=tuple(types), merges=merges, bos_id=None,
                      eos_id=ids[config["eos_token"]], pad_id=ids[config["pad_token"]],
                      chat_template=config["chat_template"])
+
+
+# --- Raw headers, byte by byte ----------------------------------------------------------------
+
+# GGUF value type ids (the format's numbering).
+UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, \
+    FLOAT64 = range(13)
+_RAW_SCALARS = {UINT8: "B", INT8: "b", UINT16: "H", INT16: "h", UINT32: "I", INT32: "i",
+                FLOAT32: "f", BOOL: "?", UINT64: "Q", INT64: "q", FLOAT64: "d"}
+
+
+@dataclass(frozen=True)
+class RawString:
+    """A string value whose written length may lie (`claimed`)."""
+
+    data: bytes
+    claimed: int | None = None
+
+
+@dataclass(frozen=True)
+class RawArray:
+    """An array value: element type id and items (RawArray items when nested); `claimed`
+    replaces the written element count."""
+
+    element_type: int
+    items: Sequence[Any]
+    claimed: int | None = None
+
+
+@dataclass(frozen=True)
+class RawTensor:
+    """A tensor row: name, shape in GGUF order, ggml type id, offset in the data section."""
+
+    name: str | bytes
+    shape: tuple[int, ...]
+    type_id: int = 0
+    offset: int = 0
+
+
+def _raw_string(value: str | bytes | RawString) -> bytes:
+    if isinstance(value, RawString):
+        n = len(value.data) if value.claimed is None else value.claimed
+        return struct.pack("<Q", n) + value.data
+    data = value.encode("utf-8") if isinstance(value, str) else value
+    return struct.pack("<Q", len(data)) + data
+
+
+def raw_value(vtype: int, value: Any) -> bytes:
+    """One metadata value as the file holds it (little-endian); struct wraps nothing, so an
+    out-of-range number for its type is an error here, not a silent wrap."""
+    if vtype in _RAW_SCALARS:
+        return struct.pack("<" + _RAW_SCALARS[vtype], value)
+    if vtype == STRING:
+        return _raw_string(value)
+    if vtype == ARRAY:
+        if isinstance(value, bytes):  # already encoded (see nested_array)
+            return value
+        assert isinstance(value, RawArray)
+        n = len(value.items) if value.claimed is None else value.claimed
+        out = [struct.pack("<IQ", value.element_type, n)]
+        out += [raw_value(value.element_type, item) for item in value.items]
+        return b"".join(out)
+    return b""  # an unknown type id: no payload (the reader must stop at the type)
+
+
+def nested_array(depth: int) -> bytes:
+    """The payload of an array nested `depth` levels deep around one uint8, built without
+    recursion (a hostile depth is deeper than Python recurses)."""
+    return struct.pack("<IQ", ARRAY, 1) * (depth - 1) + struct.pack("<IQB", UINT8, 1, 7)
+
+
+def raw_gguf_bytes(metadata: Sequence[tuple[str | bytes, int, Any]],
+                   tensors: Sequence[RawTensor] = (), *, version: int = 3,
+                   n_kv: int | None = None, n_tensors: int | None = None,
+                   alignment: int = 32, data_bytes: int | None = None) -> bytes:
+    """A whole GGUF file: header, metadata (key, value type id, value), tensor rows, padding
+    and `data_bytes` zero bytes of tensor data (default: what the rows need, by gguf-py's
+    sizes; 0 for types it does not know). Counts may lie (`n_kv`, `n_tensors`)."""
+    out = [b"GGUF", struct.pack("<IQQ", version,
+                                len(tensors) if n_tensors is None else n_tensors,
+                                len(metadata) if n_kv is None else n_kv)]
+    for key, vtype, value in metadata:
+        out += [_raw_string(key), struct.pack("<I", vtype), raw_value(vtype, value)]
+    for t in tensors:
+        out += [_raw_string(t.name), struct.pack("<I", len(t.shape)),
+                struct.pack(f"<{len(t.shape)}Q", *t.shape), struct.pack("<IQ", t.type_id,
+                                                                         t.offset)]
+    header = b"".join(out)
+    header += b"\0" * (-len(header) % alignment)
+    return header + b"\0" * (raw_data_bytes(tensors) if data_bytes is None else data_bytes)
+
+
+def raw_data_bytes(tensors: Sequence[RawTensor]) -> int:
+    """The tensor data the rows need, by gguf-py's sizes (0 for a type it does not know)."""
+    need = 0
+    for t in tensors:
+        try:
+            nbytes = tensor_nbytes(t.shape, gguf.GGMLQuantizationType(t.type_id).name)
+        except (ValueError, KeyError):
+            nbytes = 0
+        need = max(need, t.offset + nbytes)
+    return need
+
+
+def write_raw_gguf(path: str | Path, metadata: Sequence[tuple[str | bytes, int, Any]],
+                   tensors: Sequence[RawTensor] = (), **kwargs: Any) -> Path:
+    """`raw_gguf_bytes` written to `path`; the tensor data, when not given, as a sparse hole."""
+    path = Path(path)
+    if kwargs.get("data_bytes") is not None:
+        path.write_bytes(raw_gguf_bytes(metadata, tensors, **kwargs))
+        return path
+    header = raw_gguf_bytes(metadata, tensors, **{**kwargs, "data_bytes": 0})
+    with open(path, "wb") as f:
+        f.write(header)
+        f.truncate(len(header) + raw_data_bytes(tensors))
+    return path
+
+
+def qwen_raw_metadata(shape: QwenShape | None = None) -> list[tuple[str, int, Any]]:
+    """A small model's metadata as typed (key, type id, value) rows, typed as the converter
+    writes them, ready to be edited into a hostile variant."""
+    shape = shape or QwenShape()
+    rows: list[tuple[str, int, Any]] = [("general.architecture", STRING, shape.arch),
+                                        ("general.name", STRING, "raw test")]
+    for key, value in shape.arch_metadata().items():
+        rows.append((key, FLOAT32 if isinstance(value, float) else UINT32, value))
+    tokens = [f"t{i}" for i in range(shape.vocab)]
+    rows += [("tokenizer.ggml.model", STRING, "gpt2"),
+             ("tokenizer.ggml.tokens", ARRAY, RawArray(STRING, tokens)),
+             ("tokenizer.ggml.token_type", ARRAY, RawArray(INT32, [1] * shape.vocab)),
+             ("tokenizer.ggml.merges", ARRAY, RawArray(STRING, ["t 1"])),
+             ("tokenizer.ggml.eos_token_id", UINT32, 1)]
+    return rows
+
+
+def qwen_raw_tensors(shape: QwenShape | None = None, weight_type: str = "F32") -> \
+        list[RawTensor]:
+    """The tensor rows of `shape`, laid out one after another with 32-byte alignment."""
+    shape = shape or QwenShape()
+    rows, offset = [], 0
+    for spec in shape.tensor_specs(weight_type):
+        rows.append(RawTensor(spec.name, spec.shape,
+                              gguf.GGMLQuantizationType[spec.ggml_type].value, offset))
+        offset += -(-tensor_nbytes(spec.shape, spec.ggml_type) // 32) * 32
+    return rows

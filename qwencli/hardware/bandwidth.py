@@ -5,21 +5,32 @@ reports the DIMM speed, so we measure: each thread (one per physical core, at mo
 own 64 MiB buffer with `ctypes.memmove`, which releases the GIL; the best of a few rounds counts
 the bytes read plus the bytes written. A copy moves each byte twice, so this is the same figure
 STREAM's "copy" reports. The result is cached per machine (CPU model, RAM size) in the cache dir.
+
+The cache file is outside data: an entry is used only when it is a whole number of bytes/s
+between 100 MB/s (slower than any DRAM a llama.cpp machine has; a figure below it is a broken
+measurement) and 10 TB/s (several times the fastest CPU memory, HBM-equipped server chips at
+about 1 TB/s, counted twice by a copy). Anything else (0, -1, 1e999, NaN, a string) is a miss:
+measured again and rewritten, because every speed estimate divides by it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import json
+import math
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from qwencli.hardware.model import Bandwidth
 
 BUFFER_BYTES = 64 * 1024 * 1024
 ROUNDS = 3
 MAX_THREADS = 8
+MIN_BYTES_PER_S = 10**8  # 100 MB/s
+MAX_BYTES_PER_S = 10**13  # 10 TB/s
+_MAX_DETAIL_CHARS = 300
 
 
 def _copy_rounds(n_threads: int) -> float:
@@ -71,15 +82,37 @@ def measure_ram_bandwidth(physical_cores: int) -> Bandwidth:
     )
 
 
+def plausible(bytes_per_s: object) -> bool:
+    """A RAM bandwidth figure that a real machine could have (see the module docstring)."""
+    if isinstance(bytes_per_s, bool) or not isinstance(bytes_per_s, int | float):
+        return False
+    return math.isfinite(bytes_per_s) and MIN_BYTES_PER_S <= bytes_per_s <= MAX_BYTES_PER_S
+
+
+def cache_entry(data: Any, machine_key: str) -> Bandwidth | None:
+    """The measurement a cache entry holds for this machine; None when it is for another
+    machine or fails validation (the caller measures again)."""
+    if not isinstance(data, dict) or data.get("machine") != machine_key:
+        return None
+    rate, source, detail = data.get("bytes_per_s"), data.get("source"), data.get("detail")
+    if not plausible(rate) or source != "measured" or not isinstance(detail, str) \
+            or len(detail) > _MAX_DETAIL_CHARS or not detail.isprintable():
+        return None
+    return Bandwidth(int(rate), source, detail)
+
+
 def cached_ram_bandwidth(cache_file: Path, machine_key: str, physical_cores: int) -> Bandwidth:
-    """The cached measurement for this machine, measuring (and caching) when there is none."""
+    """The cached measurement for this machine, measuring (and caching) when there is none
+    or the cached one is not believable."""
     try:
-        data = json.loads(cache_file.read_text())
-        if data.get("machine") == machine_key:
-            return Bandwidth(int(data["bytes_per_s"]), data["source"], data["detail"])
-    except (OSError, ValueError, KeyError, TypeError):
+        cached = cache_entry(json.loads(cache_file.read_text()), machine_key)
+        if cached is not None:
+            return cached
+    except (OSError, ValueError, RecursionError):
         pass
     measured = measure_ram_bandwidth(physical_cores)
+    if not plausible(measured.bytes_per_s):
+        return measured  # a broken measurement is not cached: the next run measures again
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         cache_file.write_text(json.dumps({

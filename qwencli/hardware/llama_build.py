@@ -5,7 +5,8 @@ loads the package's shared libraries directly with ctypes and asks llama.cpp its
 `llama_supports_gpu_offload()`, the registered ggml backends (their names say how it was built:
 CUDA, ROCm, MTL, Vulkan, SYCL...) and `llama_print_system_info()` for the CPU features compiled in.
 The answer depends only on the installed files, so it is cached keyed by the library's path, size
-and mtime.
+and mtime. The cache file is outside data: an entry whose fields are not what the probe writes
+(a known backend name, a boolean, short lists of short names) is a miss, probed and rewritten.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from qwencli.hardware.model import LlamaCppBuild
 
@@ -144,7 +146,7 @@ def probe_llama_build(cache_file: Path | None = None) -> LlamaCppBuild:
     if llama_path is not None:
         stat = llama_path.stat()
         key = f"{llama_path}:{stat.st_size}:{stat.st_mtime_ns}:{version}"
-        cached = _read_cache(cache_file, key)
+        cached = _read_cache(cache_file, key, version)
         if cached is not None:
             return cached
     try:
@@ -162,18 +164,40 @@ def probe_llama_build(cache_file: Path | None = None) -> LlamaCppBuild:
     return build
 
 
-def _read_cache(cache_file: Path | None, key: str) -> LlamaCppBuild | None:
+_CACHED_BACKENDS = frozenset({"cpu", *_REGISTRY_BACKENDS.values()})
+_NAME = re.compile(r"^[\w.+\-?() ]{1,64}$")  # "CUDA", "avx512_vnni", "?" for a nameless one
+_MAX_NAMES = 64
+
+
+def _names(value: Any) -> tuple[str, ...] | None:
+    """A cached list of backend or feature names, or None when it is not one."""
+    if not isinstance(value, list) or len(value) > _MAX_NAMES:
+        return None
+    if not all(isinstance(v, str) and _NAME.match(v) for v in value):
+        return None
+    return tuple(value)
+
+
+def cache_entry(data: Any, key: str, version: str | None) -> LlamaCppBuild | None:
+    """The build a cache entry describes for this library and version; None when it is for
+    another one or any field is not what `_write_cache` writes (the caller probes again)."""
+    if not isinstance(data, dict) or data.get("key") != key or data.get("version") != version:
+        return None
+    offload, backend = data.get("gpu_offload"), data.get("backend")
+    features, backends = _names(data.get("cpu_features")), _names(data.get("backends"))
+    if not isinstance(offload, bool) or backend not in _CACHED_BACKENDS or features is None \
+            or backends is None:
+        return None
+    return LlamaCppBuild(installed=True, version=version, gpu_offload=offload, backend=backend,
+                         cpu_features=features, backends=backends)
+
+
+def _read_cache(cache_file: Path | None, key: str, version: str | None) -> LlamaCppBuild | None:
     if cache_file is None:
         return None
     try:
-        data = json.loads(cache_file.read_text())
-        if data.get("key") != key:
-            return None
-        return LlamaCppBuild(installed=True, version=data["version"],
-                             gpu_offload=bool(data["gpu_offload"]), backend=data["backend"],
-                             cpu_features=tuple(data["cpu_features"]),
-                             backends=tuple(data["backends"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        return cache_entry(json.loads(cache_file.read_text()), key, version)
+    except (OSError, ValueError, RecursionError):
         return None
 
 
