@@ -442,9 +442,11 @@ def fuzz_case(seed: int) -> bytes:
 
 
 MAX_CASES = 3000
-MAX_SECONDS = 60.0
+MAX_SECONDS = 30.0  # the suite's share; a quiet 2-core machine runs about 1,500 cases in it
 MIN_CASES = 300
-PER_CASE_SECONDS = 5.0
+# A hang is minutes of CPU; the answer's CPU time (not wall time, which other processes on a
+# busy machine stretch) is what must stay under 5 s.
+PER_CASE_CPU_SECONDS = 5.0
 
 
 def test_fuzzed_headers_get_an_answer_or_one_line_never_a_traceback(tmp_path: Path) -> None:
@@ -462,10 +464,10 @@ def test_fuzzed_headers_get_an_answer_or_one_line_never_a_traceback(tmp_path: Pa
     while n < MAX_CASES and time.perf_counter() - start < MAX_SECONDS:
         path = tmp_path / f"case{n}.gguf"
         path.write_bytes(fuzz_case(n))
-        began = time.perf_counter()
+        began = time.process_time()
         chosen = options[n % len(options)]
         result = runner.invoke(app, ["fit", str(path), *chosen])
-        slowest = max(slowest, time.perf_counter() - began)
+        slowest = max(slowest, time.process_time() - began)
         context = f"case {n} (tests.test_hostile_gguf.fuzz_case({n}))"
         assert result.exit_code in (0, 1), (context, result.output)
         assert result.exception is None or isinstance(result.exception, SystemExit), context
@@ -491,10 +493,10 @@ def test_fuzzed_headers_get_an_answer_or_one_line_never_a_traceback(tmp_path: Pa
         n += 1
     elapsed = time.perf_counter() - start
     print(f"\n{n} fuzzed headers in {elapsed:.1f} s: {outcomes[0]} planned, {outcomes[1]} "
-          f"refused; slowest {slowest:.2f} s")
+          f"refused; slowest {slowest:.2f} s of CPU")
     assert n >= MIN_CASES
     assert min(outcomes.values()) >= n // 20  # both kinds happen: not all garbage
-    assert slowest < PER_CASE_SECONDS
+    assert slowest < PER_CASE_CPU_SECONDS
 
 
 # --- The parsed-header cache is held to the same bounds --------------------------------------
