@@ -51,6 +51,7 @@ from typing import Any, Protocol
 
 from qwencli import gguf_names
 from qwencli.errors import QwenError
+from qwencli.fileio import atomic_write
 from qwencli.paths import cache_dir
 
 __all__ = [
@@ -939,15 +940,8 @@ def _cache_save(key: str, header: GgufHeader, **validators: Any) -> None:
     header_json = _header_to_json(header)
     entry = {"format": _CACHE_FORMAT, "key": key, "saved_at": time.time(), **validators,
              "digest": _digest(header_json), "header": header_json}
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(entry, f, separators=(",", ":"))
-        os.replace(tmp, path)
-    except (OSError, ValueError):
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    with contextlib.suppress(OSError, ValueError):
+        atomic_write(path, json.dumps(entry, separators=(",", ":")))
 
 
 # --- Entry points ----------------------------------------------------------------------------

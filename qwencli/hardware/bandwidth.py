@@ -15,6 +15,7 @@ measured again and rewritten, because every speed estimate divides by it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import math
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qwencli.fileio import atomic_write
 from qwencli.hardware.model import Bandwidth
 
 BUFFER_BYTES = 64 * 1024 * 1024
@@ -113,14 +115,13 @@ def cached_ram_bandwidth(cache_file: Path, machine_key: str, physical_cores: int
     measured = measure_ram_bandwidth(physical_cores)
     if not plausible(measured.bytes_per_s):
         return measured  # a broken measurement is not cached: the next run measures again
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        cache_file.write_text(json.dumps({
+    # One rename: another qwen reading it sees the old file or the new one. A read-only cache
+    # only costs a re-measurement next time.
+    with contextlib.suppress(OSError):
+        atomic_write(cache_file, json.dumps({
             "machine": machine_key,
             "bytes_per_s": measured.bytes_per_s,
             "source": measured.source,
             "detail": measured.detail + f" on {time.strftime('%Y-%m-%d')}",
         }))
-    except OSError:
-        pass  # a read-only cache only costs a re-measurement next time
     return measured

@@ -11,6 +11,7 @@ and mtime. The cache file is outside data: an entry whose fields are not what th
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.metadata
 import importlib.util
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from qwencli.fileio import atomic_write
 from qwencli.hardware.model import LlamaCppBuild
 
 # ggml backend registry names -> our backend names (vendor/llama.cpp/ggml/include/ggml-*.h).
@@ -204,12 +206,9 @@ def _read_cache(cache_file: Path | None, key: str, version: str | None) -> Llama
 def _write_cache(cache_file: Path | None, key: str | None, build: LlamaCppBuild) -> None:
     if cache_file is None or key is None:
         return
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        cache_file.write_text(json.dumps({
+    with contextlib.suppress(OSError):
+        atomic_write(cache_file, json.dumps({
             "key": key, "version": build.version, "gpu_offload": build.gpu_offload,
             "backend": build.backend, "cpu_features": list(build.cpu_features),
             "backends": list(build.backends),
         }))
-    except OSError:
-        pass
