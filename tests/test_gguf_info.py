@@ -88,7 +88,8 @@ def test_gguf_info_does_no_networking_of_its_own() -> None:
         or name.startswith(("urllib.request", "urllib.error", "qwencli.hub"))}
     assert network == set()
     assert {name for name in imported if name.startswith("qwencli")} <= {
-        "qwencli.errors.QwenError", "qwencli.paths.cache_dir", "qwencli.gguf_names"}
+        "qwencli.errors.QwenError", "qwencli.paths.cache_dir", "qwencli.gguf_names",
+        "qwencli.fileio.atomic_write"}
 
 
 # --- Local files -----------------------------------------------------------------------------
