@@ -258,8 +258,13 @@ def parse_set(name: str, value: str) -> tuple[str, Any]:
         raise UsageError(f"{key} must be {'a number' if kind is float else 'an integer'}, "
                          f"not {value.strip()!r}") from None
     if not low <= number <= high:
-        raise UsageError(f"{key} must be between {low:g} and {high:g}")
+        raise UsageError(f"{key} must be between {_plain(low, kind)} and {_plain(high, kind)}")
     return key, number
+
+
+def _plain(number: float, kind: type) -> str:
+    """A limit as a person types it: integers in full (4294967294, not 4.29497e+09)."""
+    return str(int(number)) if kind is int else f"{number:g}"
 
 
 # ------------------------------------------------------------------------------------------

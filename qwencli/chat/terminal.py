@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import sys
 import threading
@@ -45,6 +44,7 @@ from qwencli.chat.session import (
     reply_document,
     thinking_support,
 )
+from qwencli.envvars import env_bool
 from qwencli.errors import EXIT_INTERRUPTED, EXIT_OK, QwenError, UsageError
 
 if TYPE_CHECKING:
@@ -290,6 +290,8 @@ def run_chat(opts: ChatOptions, machine: Machine) -> int:
     one_shot = text is not None
     if opts.json and not one_shot:
         raise UsageError("--json needs a prompt (one-shot mode): qwen chat --json \"...\"")
+    if not one_shot:
+        _history_file()  # a QWEN_NOHISTORY that is neither yes nor no: said before the load
 
     can_ask = terminal and console.err is not None and console.err.isatty()
     choice = resolve_model(opts.model, machine=machine,
@@ -360,7 +362,9 @@ def _after_reply(reply: Reply, session: Session, console: ChatConsole, verbose: 
 
 
 def _history_file() -> Path | None:
-    if os.environ.get("QWEN_NOHISTORY", "").strip() not in ("", "0"):
+    """The history file, or None with QWEN_NOHISTORY set (UsageError for a value that is
+    neither yes nor no)."""
+    if env_bool("QWEN_NOHISTORY"):
         return None
     from qwencli.paths import config_dir
 
