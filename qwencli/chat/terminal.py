@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from qwencli import output
-from qwencli.chat.engine import Stats
+from qwencli.chat.engine import Stats, inside_llama_callback
 from qwencli.chat.select import (
     Fetch,
     Loaded,
@@ -204,7 +204,7 @@ class InterruptFlag:
         return self.hit
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.hit:
+        if self.hit and not inside_llama_callback():  # ctypes would drop it there
             raise KeyboardInterrupt
         self.hit = True
 
