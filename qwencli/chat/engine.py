@@ -424,8 +424,9 @@ class _StopStrings:
 class Generation:
     """One answer being generated: iterate for text pieces; `stats` when done.
 
-    `should_stop` is polled after every token (the chat layer's Ctrl-C flag), so an interrupt
-    ends the answer between tokens, never inside llama.cpp.
+    `should_stop` is polled before the first token and around every token (the chat layer's
+    Ctrl-C flag), so an interrupt ends the answer between tokens, never inside llama.cpp; one
+    that came while the prompt was read gives an answer of no tokens.
     """
 
     def __init__(self, engine: Engine, prompt: Prompt, sampling: Sampling,
@@ -459,12 +460,18 @@ class Generation:
         if limit <= 0:  # the prompt fills the context (the chat layer checks this first)
             self.finish_reason, self.context_full = "length", True
             return
+        if self._should_stop():  # stopped before it began
+            self.finish_reason = "interrupted"
+            return
         stream = llm.generate(tokens, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
                               typical_p=1.0, temp=s.temperature,
                               repeat_penalty=s.repeat_penalty,
                               presence_penalty=s.presence_penalty, frequency_penalty=0.0)
         try:
             for token in stream:
+                if self._should_stop():  # e.g. Ctrl-C while the prompt was read: no token
+                    self.finish_reason = "interrupted"
+                    break
                 now = time.perf_counter()
                 if not self._sampled:
                     self._t_first = now

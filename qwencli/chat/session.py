@@ -285,12 +285,11 @@ class Conversation:
     def add_assistant(self, text: str) -> None:
         self.messages.append({"role": "assistant", "content": strip_thinking(text)})
 
-    def pop_user(self) -> None:
-        if self.messages and self.messages[-1]["role"] == "user":
-            self.messages.pop()
-
     def clear(self) -> None:
         self.messages.clear()
+
+    def copy(self) -> Conversation:
+        return Conversation(self.system, [dict(m) for m in self.messages])
 
     def for_model(self, suffix: str | None = None) -> list[dict[str, str]]:
         """What the template renders; `suffix` (a soft switch) goes on the last user message."""
@@ -475,6 +474,7 @@ class Reply:
     stats: Stats
     dropped: int  # oldest messages dropped to fit the context
     thinking_unfinished: bool  # stopped while still thinking
+    kept: bool = True  # False: interrupted before the first token; the conversation is as it was
 
 
 @dataclass
@@ -504,26 +504,19 @@ class Session:
               on_piece: Callable[[str, str], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> Reply:
         """Answer `text`. With `trim`, the oldest turns are dropped when the context is full
-        (a session); without, a prompt that does not fit is an error (one-shot)."""
+        (a session); without, a prompt that does not fit is an error (one-shot).
+
+        The turn is worked out on a copy of the conversation and committed only when an
+        answer comes: a message that can never fit (ContextOverflowError), an engine error,
+        or an interrupt before the first token leaves the conversation exactly as it was.
+        """
         choice = self.thinking()
         sampling = self.sampling()
         n_ctx = self.engine.n_ctx
         room = min(sampling.max_tokens or REPLY_ROOM, n_ctx // 4)
-        self.conversation.add_user(text)
-        dropped = 0
-        prompt = self.engine.prompt(self.conversation.for_model(choice.suffix),
-                                    choice.template_kwargs)
-        while trim and len(prompt.tokens) + room > n_ctx:
-            gone = self.conversation.drop_oldest()
-            if not gone:
-                break
-            dropped += gone
-            prompt = self.engine.prompt(self.conversation.for_model(choice.suffix),
-                                        choice.template_kwargs)
-        if len(prompt.tokens) >= n_ctx:
-            self.conversation.pop_user()
-            raise overflow_error(len(prompt.tokens), n_ctx, max(self.max_ctx, n_ctx),
-                                 sampling.max_tokens or REPLY_ROOM)
+        turn = self.conversation.copy()
+        turn.add_user(text)
+        prompt, dropped = self._fit(turn, choice, sampling, room, trim)
         splitter = ThinkSplitter(opened=prompt.opens_thinking)
         generation = self.engine.generate(prompt, sampling, should_stop)
         try:
@@ -537,13 +530,47 @@ class Session:
             if on_piece:
                 on_piece(kind, part)
         answer = splitter.answer.strip()
-        self.conversation.add_assistant(answer)
+        stats = generation.stats
+        kept = not (stats.finish_reason == "interrupted" and stats.completion_tokens == 0)
         reply = Reply(answer=answer,
                       thinking=splitter.thinking.strip() if splitter.thought else None,
-                      stats=generation.stats, dropped=dropped,
-                      thinking_unfinished=splitter.in_thinking)
+                      stats=stats, dropped=dropped if kept else 0,
+                      thinking_unfinished=splitter.in_thinking, kept=kept)
+        if kept:
+            turn.add_assistant(answer)
+            self.conversation.messages[:] = turn.messages  # one step: all of the turn or none
         self.last = reply
         return reply
+
+    def _fit(self, turn: Conversation, choice: ThinkingChoice, sampling: Sampling, room: int,
+             trim: bool) -> tuple[Prompt, int]:
+        """The prompt for `turn` (its last message is the new one) and how many of its oldest
+        messages were dropped (from `turn`) to leave `room` tokens for the answer. Whether the
+        new message can fit at all is decided first, so a message too long for any context
+        costs nothing."""
+        n_ctx = self.engine.n_ctx
+
+        def render(conversation: Conversation) -> Prompt:
+            return self.engine.prompt(conversation.for_model(choice.suffix),
+                                      choice.template_kwargs)
+
+        prompt = render(turn)
+        dropped = 0
+        if trim and len(prompt.tokens) + room > n_ctx and len(turn.messages) > 1:
+            alone = render(Conversation(turn.system, turn.messages[-1:]))
+            if len(alone.tokens) >= n_ctx:
+                prompt = alone
+            else:
+                while len(prompt.tokens) + room > n_ctx:
+                    gone = turn.drop_oldest()
+                    if not gone:
+                        break
+                    dropped += gone
+                    prompt = render(turn)
+        if len(prompt.tokens) >= n_ctx:
+            raise overflow_error(len(prompt.tokens), n_ctx, max(self.max_ctx, n_ctx),
+                                 sampling.max_tokens or REPLY_ROOM)
+        return prompt, dropped
 
 
 def reply_document(reply: Reply, model: str, *, quant: str | None, path: Path | None,

@@ -337,7 +337,7 @@ def run_once(session: Session, text: str, opts: ChatOptions, console: ChatConsol
                                          path=choice.path, sampling=sampling,
                                          thinking_on=session.thinking().on,
                                          n_ctx=session.engine.n_ctx))
-    else:
+    elif reply.kept:  # no answer at all (Ctrl-C before the first token): stdout stays empty
         printer.finish()
     _after_reply(reply, session, console, opts.verbose)
     if reply.stats.finish_reason == "interrupted":
