@@ -356,7 +356,8 @@ COMMANDS: dict[str, str] = {
     "think": "/think                think before answering (models with a thinking mode)",
     "no_think": "/no_think             answer without thinking",
     "stats": "/stats                timings of the last answer and context use",
-    "save": "/save FILE            save the conversation as JSON",
+    "save": "/save FILE            save the conversation as JSON (asks before replacing FILE)"
+            "\n/save! FILE           save it, replacing FILE without asking",
     "load": "/load FILE            load a conversation saved with /save",
     "bye": "/bye                  leave (also Ctrl-D)",
 }
@@ -364,10 +365,14 @@ _COMMAND_ALIASES = {"?": "help", "exit": "bye", "quit": "bye", "nothink": "no_th
                     "no-think": "no_think", "reset": "clear"}
 
 
+FORCEABLE = ("save",)  # `/save! FILE`: replace an existing file without asking
+
+
 @dataclass(frozen=True)
 class Command:
     name: str
     arg: str = ""
+    force: bool = False  # written with a `!` (`/save! FILE`)
 
 
 def parse_command(line: str) -> Command | None:
@@ -377,11 +382,15 @@ def parse_command(line: str) -> Command | None:
     if not text.startswith("/") or text.startswith("//"):
         return None
     word, _, arg = text[1:].partition(" ")
-    name = _COMMAND_ALIASES.get(word.lower(), word.lower())
+    bare = word.lower()
+    force = bare.endswith("!") and bare[:-1] in FORCEABLE
+    if force:
+        bare = bare[:-1]
+    name = _COMMAND_ALIASES.get(bare, bare)
     if name not in COMMANDS:
         raise UsageError(f"unknown command /{word}; /help lists them (start with // to send "
                          "a message that begins with /)")
-    return Command(name, arg.strip())
+    return Command(name, arg.strip(), force)
 
 
 def message_text(line: str) -> str:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Mapping
@@ -45,7 +47,8 @@ from qwencli.chat.session import (
     thinking_support,
 )
 from qwencli.envvars import env_bool
-from qwencli.errors import EXIT_INTERRUPTED, EXIT_OK, QwenError, UsageError
+from qwencli.errors import EXIT_INTERRUPTED, EXIT_OK, QwenError, UsageError, os_error
+from qwencli.fileio import atomic_write
 
 if TYPE_CHECKING:
     from qwencli.chat.engine import ModelInfo
@@ -517,12 +520,7 @@ def _run_command(command: Command, session: Session, console: ChatConsole,
         elif name == "stats":
             console.note(_stats_text(session, label))
         elif name == "save":
-            if not arg:
-                raise UsageError("/save needs a file name")
-            path = Path(arg).expanduser()
-            save_conversation(path, session.conversation.to_document(
-                choice.label, session.thinking().on))
-            console.note(f"saved {len(session.conversation.messages)} messages to {path}")
+            _save(command, session, console, choice)
         elif name == "load":
             if not arg:
                 raise UsageError("/load needs a file name")
@@ -531,7 +529,33 @@ def _run_command(command: Command, session: Session, console: ChatConsole,
             console.note(f"loaded {len(loaded.messages)} messages from {arg}")
     except QwenError as exc:
         console.error(exc.message, exc.hint)
+    except output.StdoutClosed:
+        raise
+    except Exception as exc:  # a command that fails must not take the conversation with it
+        console.error(f"/{name} failed: unexpected {type(exc).__name__}: {exc}",
+                      "the conversation is unchanged; please report this")
     return None
+
+
+def _save(command: Command, session: Session, console: ChatConsole,
+          choice: ModelChoice) -> None:
+    """/save FILE: asks before replacing a file (`/save! FILE` does not ask); the file is
+    written whole or not at all, and synced to the disk."""
+    if not command.arg:
+        raise UsageError("/save needs a file name")
+    path = Path(command.arg).expanduser()
+    target, mode = save_target(path)
+    if mode is not None and not command.force:
+        if not output.can_ask():
+            raise QwenError(f"{path} exists; not replaced",
+                            hint=f"/save! {command.arg} replaces it")
+        if not output.confirm(f"overwrite {path}?", default=False):
+            console.note(f"not saved; {path} is unchanged")
+            return
+    document = session.conversation.to_document(choice.label, session.thinking().on)
+    with InterruptFlag():  # Ctrl-C once: the write finishes; twice: the old file stays
+        save_conversation(target, document, mode=mode)
+    console.note(f"saved {len(document['messages'])} messages to {path}")
 
 
 def _set(arg: str, session: Session, console: ChatConsole) -> None:
@@ -572,14 +596,47 @@ def _stats_text(session: Session, label: str) -> str:
 # Saved conversations
 
 
-def save_conversation(path: Path, document: Mapping[str, Any]) -> None:
-    path = path.expanduser()
+def save_target(path: Path) -> tuple[Path, int | None]:
+    """The file /save writes for `path` (a symbolic link: the file it points to) and, when it
+    exists already, its permission bits. QwenError for a folder, a device or a FIFO, and for
+    a folder that does not exist (a typo should not create folders)."""
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n",
-                        encoding="utf-8")
+        info = target.stat()
+    except FileNotFoundError:
+        info = None
     except OSError as exc:
-        raise QwenError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise os_error(exc, path, "write") from None
+    if info is not None:
+        if stat.S_ISDIR(info.st_mode):
+            raise QwenError(f"{path} is a folder", hint=f"give a file name: /save "
+                                                        f"{path / 'conversation.json'}")
+        if not stat.S_ISREG(info.st_mode):
+            raise QwenError(f"{path} is not a regular file; /save writes only files")
+        return target, stat.S_IMODE(info.st_mode)
+    if not target.parent.is_dir():
+        raise QwenError(f"cannot write {path}: the folder {target.parent} does not exist",
+                        hint=f"create it first (mkdir -p {target.parent}) or choose another")
+    return target, None
+
+
+def save_conversation(path: Path, document: Mapping[str, Any], *,
+                      mode: int | None = None) -> None:
+    """Write `document` to `path` in one rename after syncing it to the disk: a reader, a
+    crash or a full disk sees the old file or the new one, never half of one. `mode`: the
+    permission bits of the file replaced (a new file is private to its owner)."""
+    try:
+        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        payload = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from the terminal: JSON escapes it
+        payload = (json.dumps(document, indent=2) + "\n").encode("ascii")
+    try:
+        atomic_write(path, payload, durable=True)
+    except OSError as exc:
+        raise os_error(exc, path, "write") from None
+    if mode is not None:
+        with contextlib.suppress(OSError):
+            os.chmod(path, mode)
 
 
 def load_conversation(path: Path) -> Conversation:
