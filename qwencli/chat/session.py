@@ -321,6 +321,13 @@ class Conversation:
         system = None
         messages = data.get("messages") if isinstance(data, dict) else data
         if isinstance(data, dict):
+            version = data.get("schema_version", SCHEMA_VERSION)
+            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                raise QwenError(f"{source}: 'schema_version' must be a positive integer")
+            if version > SCHEMA_VERSION:
+                raise QwenError(f"{source}: written by a newer qwen (schema_version "
+                                f"{version}; this one reads {SCHEMA_VERSION})",
+                                hint="upgrade qwen to load it")
             system = data.get("system")
             if system is not None and not isinstance(system, str):
                 raise QwenError(f"{source}: 'system' must be a string")
@@ -358,7 +365,7 @@ COMMANDS: dict[str, str] = {
     "stats": "/stats                timings of the last answer and context use",
     "save": "/save FILE            save the conversation as JSON (asks before replacing FILE)"
             "\n/save! FILE           save it, replacing FILE without asking",
-    "load": "/load FILE            load a conversation saved with /save",
+    "load": "/load FILE            replace the conversation with a saved one (at most 16 MiB)",
     "bye": "/bye                  leave (also Ctrl-D)",
 }
 _COMMAND_ALIASES = {"?": "help", "exit": "bye", "quit": "bye", "nothink": "no_think",
