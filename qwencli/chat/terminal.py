@@ -219,10 +219,11 @@ class EndSignals:
 
     def __init__(self) -> None:
         self.pending: int | None = None
+        self.leaving = False
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.pending is not None:
+        if self.pending is not None or self.leaving:
             return  # already on the way out
         self.pending = signum
         if not inside_llama_callback():
@@ -583,13 +584,14 @@ def run_repl(session: Session, opts: ChatOptions, console: ChatConsole, choice: 
     with EndSignals() as ending:
         try:
             _loop(session, opts, console, choice, label, history, ending)
+            code = EXIT_OK
         except SessionEnded as ended:
-            name = signal.Signals(ended.signum).name
-            console.tell(f"\nended by {name}\n")
-            return 128 + ended.signum
+            console.tell(f"\nended by {signal.Signals(ended.signum).name}\n")
+            code = 128 + ended.signum
         finally:
+            ending.leaving = True  # a signal from here on is only recorded: we are leaving
             history.close()
-    return EXIT_OK
+    return code
 
 
 def _loop(session: Session, opts: ChatOptions, console: ChatConsole, choice: ModelChoice,
