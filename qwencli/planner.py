@@ -117,6 +117,15 @@ def resolve_shape(text: str, catalog: Catalog, machine: Callable[[], tuple[Hardw
     return shape, spec, choice, file
 
 
+def check_ctx(ctx: int | None, max_ctx: int, name: str) -> None:
+    """The one rule for an explicit --ctx, for `qwen fit` and `qwen chat` alike: at most the
+    context the model supports (UsageError, exit 2)."""
+    if ctx is not None and ctx > max_ctx:
+        raise UsageError(f"{name} supports at most {max_ctx:,} tokens of context; "
+                         f"--ctx {ctx:,} is more",
+                         hint=f"use --ctx {max_ctx} or less")
+
+
 def fit_model(text: str, catalog: Catalog, hw: Hardware, budget: Budget, *,
               ctx: int | None = None, gpu_layers: int | None = None,
               kv_type: str = "f16") -> FitResult:
@@ -124,12 +133,9 @@ def fit_model(text: str, catalog: Catalog, hw: Hardware, budget: Budget, *,
     notes: list[str] = []
     shape, spec, choice, file = resolve_shape(text, catalog, lambda: (hw, budget), notes)
     max_ctx = shape.ctx_train
+    check_ctx(ctx, max_ctx, shape.name)
     if ctx is None:
         ctx = min(DEFAULT_CTX, max_ctx)
-    elif ctx > max_ctx:
-        raise UsageError(f"{shape.name} supports at most {max_ctx:,} tokens of context; "
-                         f"--ctx {ctx:,} is more",
-                         hint=f"use --ctx {max_ctx} or less")
     if gpu_layers is not None and gpu_layers > shape.n_layers + 1:
         notes.append(f"--gpu-layers {gpu_layers} is more than the model has: using "
                      f"{shape.n_layers + 1} (all {shape.n_layers} layers and the output)")

@@ -26,9 +26,12 @@ import codecs
 import collections
 import contextlib
 import ctypes
+import importlib
 import math
 import os
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -160,6 +163,15 @@ def default_threads(physical_cores: int | None, *, cgroup_root: Path | None = No
 # llama.cpp logging
 
 
+_IN_CALLBACK = 0  # > 0 while llama.cpp is calling back into Python (log, load progress)
+
+
+def inside_llama_callback() -> bool:
+    """Whether the interpreter is inside a callback from llama.cpp. A signal handler must not
+    raise there: ctypes prints the exception and drops it (record the signal instead)."""
+    return _IN_CALLBACK > 0
+
+
 class _LogSink:
     """Receives llama.cpp's log lines: always kept (the last ones) so that a failure can be
     explained; with verbose, INFO and above are also echoed to the real stderr (a duplicate of
@@ -181,7 +193,12 @@ class _LogSink:
         if self._callback is None:
             @llama_cpp.llama_log_callback
             def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-                self.write(level, text.decode("utf-8", errors="replace"))
+                global _IN_CALLBACK
+                _IN_CALLBACK += 1
+                try:
+                    self.write(level, text.decode("utf-8", errors="replace"))
+                finally:
+                    _IN_CALLBACK -= 1
 
             self._callback = callback  # keep a reference: llama.cpp holds only the pointer
             with contextlib.suppress(OSError):
@@ -207,6 +224,99 @@ class _LogSink:
 
 
 _LOG = _LogSink()
+
+
+class _LoadGuard:
+    """Ctrl-C while llama.cpp loads a model ends the command (exit 130), as everywhere else.
+
+    A load runs in C and comes back to Python only through callbacks (the log, the progress).
+    Python's own Ctrl-C raises KeyboardInterrupt wherever the interpreter happens to be, which
+    during a load is mostly inside one of those callbacks, and ctypes drops an exception raised
+    there: the interrupt was lost and the model loaded as if nothing had happened. So while a
+    load runs, SIGINT only records the interrupt; the progress callback that llama.cpp calls
+    for each tensor then returns False, which makes llama.cpp abandon the load; and once
+    `Llama(...)` has returned or failed, the loader frees what was built and raises
+    KeyboardInterrupt in plain Python code.
+    """
+
+    def __init__(self) -> None:
+        self.hit = False
+        self.verbose = False
+        self._percent = 0
+        self._previous: Any = None
+        self._installed = False
+        self._callback: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.hit = True
+
+    def progress(self, fraction: float) -> bool:
+        """llama.cpp's progress callback: True goes on, False abandons the load. Draws the
+        dots llama.cpp's own callback would have drawn in the log (seen with --verbose)."""
+        percent = int(100 * fraction)
+        while percent > self._percent:
+            self._percent += 1
+            _LOG.write(5, "." if self._percent < 100 else ".\n")
+        return not self.hit
+
+    def callback(self, llama_cpp: Any) -> Any:
+        """The C function pointer for `llama_model_params.progress_callback` (made once and
+        kept: llama.cpp holds only the pointer)."""
+        if self._callback is None:
+            @llama_cpp.llama_progress_callback
+            def callback(progress: float, user_data: ctypes.c_void_p) -> bool:
+                global _IN_CALLBACK
+                _IN_CALLBACK += 1
+                try:
+                    return self.progress(progress)
+                finally:
+                    _IN_CALLBACK -= 1
+
+            self._callback = callback
+        return self._callback
+
+    def __enter__(self) -> _LoadGuard:
+        self.hit = False
+        self._percent = 0
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+
+_LOAD = _LoadGuard()
+
+
+@contextlib.contextmanager
+def _progress_reported(llama_cpp: Any) -> Iterator[None]:
+    """`Llama(...)` builds its `llama_model_params` from `llama_model_default_params()` and
+    offers no way to pass llama.cpp a progress callback; this gives the params it builds ours,
+    for the length of one load. (Were the name to change in llama-cpp-python, loads would still
+    stop at Ctrl-C, only later: when `Llama(...)` returns.)"""
+    module = importlib.import_module("llama_cpp.llama_cpp")
+    original = getattr(module, "llama_model_default_params", None)
+    if original is None or not hasattr(llama_cpp, "llama_progress_callback"):
+        yield
+        return
+    callback = _LOAD.callback(llama_cpp)
+
+    def with_progress() -> Any:
+        params = original()
+        with contextlib.suppress(AttributeError, TypeError):
+            params.progress_callback = callback
+        return params
+
+    module.llama_model_default_params = with_progress
+    try:
+        yield
+    finally:
+        module.llama_model_default_params = original
 
 
 def explain_load_failure(log_lines: Sequence[str], path: Path, ctx: int,
@@ -314,8 +424,9 @@ class _StopStrings:
 class Generation:
     """One answer being generated: iterate for text pieces; `stats` when done.
 
-    `should_stop` is polled after every token (the chat layer's Ctrl-C flag), so an interrupt
-    ends the answer between tokens, never inside llama.cpp.
+    `should_stop` is polled before the first token and around every token (the chat layer's
+    Ctrl-C flag), so an interrupt ends the answer between tokens, never inside llama.cpp; one
+    that came while the prompt was read gives an answer of no tokens.
     """
 
     def __init__(self, engine: Engine, prompt: Prompt, sampling: Sampling,
@@ -349,12 +460,18 @@ class Generation:
         if limit <= 0:  # the prompt fills the context (the chat layer checks this first)
             self.finish_reason, self.context_full = "length", True
             return
+        if self._should_stop():  # stopped before it began
+            self.finish_reason = "interrupted"
+            return
         stream = llm.generate(tokens, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
                               typical_p=1.0, temp=s.temperature,
                               repeat_penalty=s.repeat_penalty,
                               presence_penalty=s.presence_penalty, frequency_penalty=0.0)
         try:
             for token in stream:
+                if self._should_stop():  # e.g. Ctrl-C while the prompt was read: no token
+                    self.finish_reason = "interrupted"
+                    break
                 now = time.perf_counter()
                 if not self._sampled:
                     self._t_first = now
@@ -448,23 +565,30 @@ class Engine:
         _LOG.reset()
         threads = n_threads or default_threads(None)
         kv_type = KV_GGML_TYPES.get(plan.kv_type, 1)
-        try:
-            llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_gpu_layers=plan.n_gpu_layers,
-                tensor_split=list(plan.tensor_split) or None,
-                n_ctx=plan.ctx,
-                n_batch=512,
-                n_ubatch=512,
-                n_threads=threads,
-                n_threads_batch=threads,
-                flash_attn=plan.flash_attn,
-                type_k=kv_type,
-                type_v=kv_type,
-                verbose=False,  # its own prints are noise; llama.cpp's log comes through _LOG
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise explain_load_failure(_LOG.recent(), path, plan.ctx, str(exc)) from None
+        with _LOAD as guard, _progress_reported(llama_cpp):
+            try:
+                llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_gpu_layers=plan.n_gpu_layers,
+                    tensor_split=list(plan.tensor_split) or None,
+                    n_ctx=plan.ctx,
+                    n_batch=512,
+                    n_ubatch=512,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    flash_attn=plan.flash_attn,
+                    type_k=kv_type,
+                    type_v=kv_type,
+                    verbose=False,  # its own prints are noise; llama.cpp's log: through _LOG
+                )
+            except (ValueError, RuntimeError, OSError) as exc:
+                if guard.hit:  # the progress callback abandoned the load
+                    raise KeyboardInterrupt from None
+                raise explain_load_failure(_LOG.recent(), path, plan.ctx, str(exc)) from None
+            if guard.hit:  # Ctrl-C after the last tensor (creating the context)
+                with contextlib.suppress(Exception):
+                    llm.close()
+                raise KeyboardInterrupt
         metadata = getattr(llm, "metadata", {}) or {}
         eos = llm.token_eos()
         bos = llm.token_bos()
@@ -535,5 +659,5 @@ class Engine:
 __all__ = [
     "KV_GGML_TYPES", "ChatTemplate", "Engine", "EngineError", "Generation", "ModelInfo",
     "OutOfMemoryError", "Prompt", "Sampling", "Stats", "default_threads",
-    "explain_load_failure", "prompt_opens_thinking",
+    "explain_load_failure", "inside_llama_callback", "prompt_opens_thinking",
 ]

@@ -193,17 +193,16 @@ def plan_load(path: Path, request: LoadRequest, hw: Hardware, budget: Budget) ->
     context; a default context that does not fit shrinks to the largest that does."""
     from qwencli.fit import Options, plan
     from qwencli.gguf_info import read_model
+    from qwencli.planner import check_ctx
     from qwencli.shapes import shape_from_gguf
     from qwencli.units import format_bytes
 
     model = read_model(path)  # GgufError for a missing, truncated or non-GGUF file
-    shape = shape_from_gguf(model)
+    shape = shape_from_gguf(model, name=path.name)
+    check_ctx(request.ctx, shape.ctx_train, shape.name)  # as `qwen fit` does: exit 2
     ctx_train = max(CTX_PAD, shape.ctx_train)
     notes: list[str] = []
     ctx = request.ctx if request.ctx is not None else min(DEFAULT_CHAT_CTX, ctx_train)
-    if request.ctx is not None and request.ctx > ctx_train:
-        notes.append(f"--ctx {request.ctx} is beyond the {ctx_train:,} tokens the model was "
-                     "trained on; answers may degrade")
     gpu_layers = request.gpu_layers
     if gpu_layers is not None and gpu_layers < 0:
         gpu_layers = shape.n_layers + 1  # -1: all of them (the output layer counts as one)

@@ -258,8 +258,13 @@ def parse_set(name: str, value: str) -> tuple[str, Any]:
         raise UsageError(f"{key} must be {'a number' if kind is float else 'an integer'}, "
                          f"not {value.strip()!r}") from None
     if not low <= number <= high:
-        raise UsageError(f"{key} must be between {low:g} and {high:g}")
+        raise UsageError(f"{key} must be between {_plain(low, kind)} and {_plain(high, kind)}")
     return key, number
+
+
+def _plain(number: float, kind: type) -> str:
+    """A limit as a person types it: integers in full (4294967294, not 4.29497e+09)."""
+    return str(int(number)) if kind is int else f"{number:g}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -280,12 +285,11 @@ class Conversation:
     def add_assistant(self, text: str) -> None:
         self.messages.append({"role": "assistant", "content": strip_thinking(text)})
 
-    def pop_user(self) -> None:
-        if self.messages and self.messages[-1]["role"] == "user":
-            self.messages.pop()
-
     def clear(self) -> None:
         self.messages.clear()
+
+    def copy(self) -> Conversation:
+        return Conversation(self.system, [dict(m) for m in self.messages])
 
     def for_model(self, suffix: str | None = None) -> list[dict[str, str]]:
         """What the template renders; `suffix` (a soft switch) goes on the last user message."""
@@ -317,6 +321,13 @@ class Conversation:
         system = None
         messages = data.get("messages") if isinstance(data, dict) else data
         if isinstance(data, dict):
+            version = data.get("schema_version", SCHEMA_VERSION)
+            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                raise QwenError(f"{source}: 'schema_version' must be a positive integer")
+            if version > SCHEMA_VERSION:
+                raise QwenError(f"{source}: written by a newer qwen (schema_version "
+                                f"{version}; this one reads {SCHEMA_VERSION})",
+                                hint="upgrade qwen to load it")
             system = data.get("system")
             if system is not None and not isinstance(system, str):
                 raise QwenError(f"{source}: 'system' must be a string")
@@ -352,18 +363,23 @@ COMMANDS: dict[str, str] = {
     "think": "/think                think before answering (models with a thinking mode)",
     "no_think": "/no_think             answer without thinking",
     "stats": "/stats                timings of the last answer and context use",
-    "save": "/save FILE            save the conversation as JSON",
-    "load": "/load FILE            load a conversation saved with /save",
+    "save": "/save FILE            save the conversation as JSON (asks before replacing FILE)"
+            "\n/save! FILE           save it, replacing FILE without asking",
+    "load": "/load FILE            replace the conversation with a saved one (at most 16 MiB)",
     "bye": "/bye                  leave (also Ctrl-D)",
 }
 _COMMAND_ALIASES = {"?": "help", "exit": "bye", "quit": "bye", "nothink": "no_think",
                     "no-think": "no_think", "reset": "clear"}
 
 
+FORCEABLE = ("save",)  # `/save! FILE`: replace an existing file without asking
+
+
 @dataclass(frozen=True)
 class Command:
     name: str
     arg: str = ""
+    force: bool = False  # written with a `!` (`/save! FILE`)
 
 
 def parse_command(line: str) -> Command | None:
@@ -373,11 +389,15 @@ def parse_command(line: str) -> Command | None:
     if not text.startswith("/") or text.startswith("//"):
         return None
     word, _, arg = text[1:].partition(" ")
-    name = _COMMAND_ALIASES.get(word.lower(), word.lower())
+    bare = word.lower()
+    force = bare.endswith("!") and bare[:-1] in FORCEABLE
+    if force:
+        bare = bare[:-1]
+    name = _COMMAND_ALIASES.get(bare, bare)
     if name not in COMMANDS:
         raise UsageError(f"unknown command /{word}; /help lists them (start with // to send "
                          "a message that begins with /)")
-    return Command(name, arg.strip())
+    return Command(name, arg.strip(), force)
 
 
 def message_text(line: str) -> str:
@@ -470,6 +490,7 @@ class Reply:
     stats: Stats
     dropped: int  # oldest messages dropped to fit the context
     thinking_unfinished: bool  # stopped while still thinking
+    kept: bool = True  # False: interrupted before the first token; the conversation is as it was
 
 
 @dataclass
@@ -499,26 +520,19 @@ class Session:
               on_piece: Callable[[str, str], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> Reply:
         """Answer `text`. With `trim`, the oldest turns are dropped when the context is full
-        (a session); without, a prompt that does not fit is an error (one-shot)."""
+        (a session); without, a prompt that does not fit is an error (one-shot).
+
+        The turn is worked out on a copy of the conversation and committed only when an
+        answer comes: a message that can never fit (ContextOverflowError), an engine error,
+        or an interrupt before the first token leaves the conversation exactly as it was.
+        """
         choice = self.thinking()
         sampling = self.sampling()
         n_ctx = self.engine.n_ctx
         room = min(sampling.max_tokens or REPLY_ROOM, n_ctx // 4)
-        self.conversation.add_user(text)
-        dropped = 0
-        prompt = self.engine.prompt(self.conversation.for_model(choice.suffix),
-                                    choice.template_kwargs)
-        while trim and len(prompt.tokens) + room > n_ctx:
-            gone = self.conversation.drop_oldest()
-            if not gone:
-                break
-            dropped += gone
-            prompt = self.engine.prompt(self.conversation.for_model(choice.suffix),
-                                        choice.template_kwargs)
-        if len(prompt.tokens) >= n_ctx:
-            self.conversation.pop_user()
-            raise overflow_error(len(prompt.tokens), n_ctx, max(self.max_ctx, n_ctx),
-                                 sampling.max_tokens or REPLY_ROOM)
+        turn = self.conversation.copy()
+        turn.add_user(text)
+        prompt, dropped = self._fit(turn, choice, sampling, room, trim)
         splitter = ThinkSplitter(opened=prompt.opens_thinking)
         generation = self.engine.generate(prompt, sampling, should_stop)
         try:
@@ -532,13 +546,47 @@ class Session:
             if on_piece:
                 on_piece(kind, part)
         answer = splitter.answer.strip()
-        self.conversation.add_assistant(answer)
+        stats = generation.stats
+        kept = not (stats.finish_reason == "interrupted" and stats.completion_tokens == 0)
         reply = Reply(answer=answer,
                       thinking=splitter.thinking.strip() if splitter.thought else None,
-                      stats=generation.stats, dropped=dropped,
-                      thinking_unfinished=splitter.in_thinking)
+                      stats=stats, dropped=dropped if kept else 0,
+                      thinking_unfinished=splitter.in_thinking, kept=kept)
+        if kept:
+            turn.add_assistant(answer)
+            self.conversation.messages[:] = turn.messages  # one step: all of the turn or none
         self.last = reply
         return reply
+
+    def _fit(self, turn: Conversation, choice: ThinkingChoice, sampling: Sampling, room: int,
+             trim: bool) -> tuple[Prompt, int]:
+        """The prompt for `turn` (its last message is the new one) and how many of its oldest
+        messages were dropped (from `turn`) to leave `room` tokens for the answer. Whether the
+        new message can fit at all is decided first, so a message too long for any context
+        costs nothing."""
+        n_ctx = self.engine.n_ctx
+
+        def render(conversation: Conversation) -> Prompt:
+            return self.engine.prompt(conversation.for_model(choice.suffix),
+                                      choice.template_kwargs)
+
+        prompt = render(turn)
+        dropped = 0
+        if trim and len(prompt.tokens) + room > n_ctx and len(turn.messages) > 1:
+            alone = render(Conversation(turn.system, turn.messages[-1:]))
+            if len(alone.tokens) >= n_ctx:
+                prompt = alone
+            else:
+                while len(prompt.tokens) + room > n_ctx:
+                    gone = turn.drop_oldest()
+                    if not gone:
+                        break
+                    dropped += gone
+                    prompt = render(turn)
+        if len(prompt.tokens) >= n_ctx:
+            raise overflow_error(len(prompt.tokens), n_ctx, max(self.max_ctx, n_ctx),
+                                 sampling.max_tokens or REPLY_ROOM)
+        return prompt, dropped
 
 
 def reply_document(reply: Reply, model: str, *, quant: str | None, path: Path | None,
