@@ -59,6 +59,8 @@ class RemoteFile:
 
 
 def offline() -> bool:
+    """HF_HUB_OFFLINE read as huggingface_hub reads it (1/true/yes/on), so qwen and the other
+    Hugging Face tools agree on whether the network may be used."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
@@ -24,6 +23,17 @@ if TYPE_CHECKING:
     from qwencli.hardware.whatif import WhatIf
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _debug() -> bool:
+    """QWEN_DEBUG=1 shows tracebacks; a value that is neither yes nor no counts as yes here
+    (the person is already debugging)."""
+    from qwencli.envvars import env_bool
+
+    try:
+        return env_bool("QWEN_DEBUG")
+    except UsageError:
+        return True
 
 
 def handle_errors(func: F) -> F:
@@ -44,7 +54,7 @@ def handle_errors(func: F) -> F:
         except output.StdoutClosed as exc:
             raise typer.Exit(exc.exit_code) from None
         except Exception as exc:
-            if os.environ.get("QWEN_DEBUG"):
+            if _debug():
                 raise
             mapped = output.write_error(exc)
             if mapped is not None:  # stdout went away or cannot be written
