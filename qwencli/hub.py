@@ -739,7 +739,9 @@ def _fetch(plan: PullPlan, f: RemoteFile, progress: Progress | None, counted: in
     """
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(store.lock_path(plan.repo, f.blob)), timeout=0)
+    lock_file = store.lock_path(plan.repo, f.blob)
+    ensure_dir(lock_file.parent)  # (older filelock releases do not create it)
+    lock = FileLock(str(lock_file), timeout=0)
     try:
         lock.acquire()
     except Timeout:
