@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -565,3 +566,29 @@ def test_conversation_documents_are_checked() -> None:
         Conversation.from_document({"schema_version": True, "messages": []})
     assert Conversation.from_document({"messages": [{"role": "user", "content": "x"}]}) \
         .messages == [{"role": "user", "content": "x"}]
+
+
+# ------------------------------------------------------------------------------------------
+# (17) stdout redirected in a session: the prompts stay on the terminal
+
+
+def test_prompts_stay_on_the_terminal_when_stdout_is_a_file(model: Path, cache: Path,
+                                                            tmp_path: Path) -> None:
+    answers = tmp_path / "answers.txt"
+    command = (f"exec {shlex.quote(sys.executable)} -m qwencli chat -m {shlex.quote(str(model))}"
+               f" --threads 1 --seed 1 -n 4 > {shlex.quote(str(answers))}")
+    child = pexpect.spawn("/bin/sh", ["-c", command], env=_env(cache), encoding="utf-8",
+                          timeout=CEILING, dimensions=(50, 250))
+    try:
+        child.expect_exact(PROMPT)  # seen on the terminal, though stdout is the file
+        child.sendline("hello")
+        child.expect(STATUS)
+        child.expect_exact(PROMPT)
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.terminate(force=True)
+    child.close()
+    assert child.exitstatus == 0
+    written = answers.read_text()
+    assert written.strip() and PROMPT.strip() not in written and "[tiny-qwen3" not in written

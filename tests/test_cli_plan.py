@@ -243,3 +243,25 @@ def test_catalog_reference_reads_the_downloaded_file_offline(hub, monkeypatch,
     doc = json.loads(run("fit", "qwen3-0.6b:Q8_0", "--json").stdout)
     assert doc["source"] == "header" and doc["n_layers"] == 3
     assert any(str(pulled.path) in note for note in doc["notes"])
+
+
+def test_a_hub_reference_reads_the_downloaded_file_offline(hub, monkeypatch,
+                                                          tmp_path: Path) -> None:
+    # `qwen pull` and `qwen chat -m` work offline for a downloaded Hub reference; fit too
+    from qwencli.hub import pull_model
+
+    tiny = write_qwen_gguf(tmp_path / "tiny.gguf", n_layers=3)
+    hub.add_file("someone/Tiny-GGUF", "tiny-Q8_0.gguf", tiny)
+    pulled = pull_model("someone/Tiny-GGUF:Q8_0")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = len(hub.requests)
+    for ref in ("someone/Tiny-GGUF:Q8_0", "someone/Tiny-GGUF/tiny-Q8_0.gguf"):
+        result = run("fit", ref, "--json")
+        assert result.exit_code == 0, result.stderr
+        doc = json.loads(result.stdout)
+        assert (doc["source"], doc["n_layers"], doc["file"]) == ("header", 3, str(pulled.path))
+    assert len(hub.requests) == before  # no network at all
+    missing = run("fit", "someone/Tiny-GGUF:Q4_K_M")
+    assert missing.exit_code == 1
+    assert missing.stderr.splitlines()[0] == ("error: cannot read someone/Tiny-GGUF:Q4_K_M: "
+                                              "HF_HUB_OFFLINE is set and it is not downloaded")

@@ -141,3 +141,26 @@ def test_a_cache_that_cannot_be_created_is_not_a_disk_space_problem(fake, monkey
     assert first.startswith(f"error: cannot create the download folder in {blocker / 'hub'}")
     assert first.endswith("part of that path is a file, not a folder")
     assert "disk space" not in result.stderr and "cannot reach" not in result.stderr
+
+
+def test_no_color_on_a_terminal_gives_progress_without_escape_codes(fake) -> None:
+    import io
+    import os
+    import sys
+
+    import pexpect
+
+    from tests.test_cli_hub import LAUNCH
+
+    fake.add_file("o/r", "m-Q4_K_M.gguf", payload(3 * 1024 * 1024))
+    seen = io.StringIO()
+    child = pexpect.spawn(sys.executable, ["-c", LAUNCH, "pull", "o/r"],
+                          env={**os.environ, "NO_COLOR": "1"}, encoding="utf-8", timeout=120,
+                          dimensions=(24, 120))
+    child.logfile_read = seen
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    screen = seen.getvalue()
+    assert "m-Q4_K_M.gguf: 100.0%" in screen  # progress was shown, as plain lines
+    assert "\x1b[" not in screen
