@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import ceilings
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -18,6 +20,12 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HOME", str(state / "hf"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("NO_COLOR", "1")
+    # A transfer that the test Hub holds (a `pause_at` fault) must wait for the test, however
+    # long: with the default 10 s read timeout a busy machine lets the client give up, retry
+    # from the last byte and finish the file before the test's signal. Processes the tests
+    # start inherit these.
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", str(ceilings.HTTP_S))
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", str(ceilings.HTTP_S))
     for var in ("QWEN_DEBUG", "QWEN_MODEL", "HF_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE",
                 "HF_HUB_CACHE", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "FORCE_COLOR",
                 # local test servers must be reached directly, whatever the machine's proxy says
