@@ -9,6 +9,7 @@ import sys
 from typer.testing import CliRunner
 
 from qwencli.cli import COMMANDS, app
+from tests import ceilings
 
 PROBE = """
 import sys
@@ -25,7 +26,7 @@ print(sorted(m for m in sys.modules if m.startswith("qwencli")), file=sys.__stde
 
 def _modules_after(*args: str) -> set[str]:
     result = subprocess.run([sys.executable, "-c", PROBE.format(args=list(args))],
-                            capture_output=True, text=True, timeout=60, check=True)
+                            capture_output=True, text=True, timeout=ceilings.PROCESS_S, check=True)
     return set(eval(result.stderr.strip().splitlines()[-1]))
 
 
