@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,23 @@ import pytest
 from tests import ceilings
 
 DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def sigint_reaches_started_processes() -> Iterator[None]:
+    """Processes the tests start get SIGINT as a terminal gives it, however pytest was started.
+
+    A shell without job control starts `pytest &` (a script, some CI runners, `nohup`) with
+    SIGINT ignored, and an ignored signal stays ignored through fork and exec: every `qwen` a
+    test starts would ignore the Ctrl-C the test sends it (no KeyboardInterrupt, the pull or the
+    prompt goes on), and the test would wait in vain. A handled signal is reset to the default
+    on exec, so handling it here gives the children the default."""
+    before = signal.getsignal(signal.SIGINT)
+    if before is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if before is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(autouse=True)
