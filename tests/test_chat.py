@@ -631,7 +631,11 @@ def test_ctrl_c_stops_the_answer_and_exits_130(files: dict[str, Path]) -> None:
     first = process.stdout.read1(64)  # the answer is streaming
     assert first
     process.send_signal(signal.SIGINT)
-    rest, err = process.communicate(timeout=ceilings.PROCESS_S)
+    try:
+        rest, err = process.communicate(timeout=ceilings.PROCESS_S)
+    except subprocess.TimeoutExpired:
+        process.kill()  # held, waiting for the Ctrl-C that did not arrive
+        raise
     assert process.returncode == 130
     out = (first + rest).decode()
     assert out.strip() and out.endswith("\n")

@@ -151,26 +151,30 @@ def test_a_full_context_drops_the_oldest_turns_with_a_notice(model: Path, cache:
 def test_ctrl_c_stops_an_answer_and_keeps_the_session(model: Path, cache: Path) -> None:
     # no --max-tokens: a long answer, and held after its first words until the Ctrl-C is in
     child = spawn(model, cache, "--seed", "3", held=True)
-    child.sendline("Write a very long story.")
-    child.expect_exact("Write a very long story.\r\n")  # the terminal's echo of the line
-    child.expect(r"\S")  # the answer is streaming (and waits for the Ctrl-C)
-    child.sendcontrol("c")
-    child.expect_exact("(interrupted)")
-    child.expect(STATUS)
-    used = int(child.match.group(1).replace(",", ""))
-    assert used < 4096
-    child.expect_exact(PROMPT)
-    # A Ctrl-C between the prompt and readline's wait for a key would wait for that key
-    # (tests/blocked.py): send it once the session is waiting for one.
-    blocked.until_waiting_for_input(child.pid, child.isalive)
-    child.sendcontrol("c")  # at the prompt: a new line, not an exit
-    child.expect_exact("(Ctrl-D or /bye leaves)")
-    child.expect_exact(PROMPT)
-    child.sendcontrol("d")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
-    assert "Traceback" not in child.before
+    try:
+        child.sendline("Write a very long story.")
+        child.expect_exact("Write a very long story.\r\n")  # the terminal's echo of the line
+        child.expect(r"\S")  # the answer is streaming (and waits for the Ctrl-C)
+        child.sendcontrol("c")
+        child.expect_exact("(interrupted)")
+        child.expect(STATUS)
+        used = int(child.match.group(1).replace(",", ""))
+        assert used < 4096
+        child.expect_exact(PROMPT)
+        # A Ctrl-C between the prompt and readline's wait for a key would wait for that key
+        # (tests/blocked.py): send it once the session is waiting for one.
+        blocked.until_waiting_for_input(child.pid, child.isalive)
+        child.sendcontrol("c")  # at the prompt: a new line, not an exit
+        child.expect_exact("(Ctrl-D or /bye leaves)")
+        child.expect_exact(PROMPT)
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+        assert "Traceback" not in child.before
+    finally:
+        if child.isalive():  # a failed expect leaves it waiting for the Ctrl-C
+            child.terminate(force=True)
 
 
 def test_help_unknown_commands_and_history(session: pexpect.spawn) -> None:

@@ -177,7 +177,11 @@ def stop_mid_file(fake, monkeypatch, sig: int) -> tuple[bytes, int, subprocess.C
     # when the wait ends (tests/blocked.py)
     blocked.until_waiting_for_input(process.pid, lambda: process.poll() is None)
     process.send_signal(sig)
-    out, err = process.communicate(timeout=ceilings.PROCESS_S)
+    try:
+        out, err = process.communicate(timeout=ceilings.PROCESS_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
     assert fake.ranges("m-Q4_K_M.gguf") == [None]  # one request, held: the client never retried
     fault.released.set()
     return data, at, subprocess.CompletedProcess(process.args, process.returncode, out, err)
