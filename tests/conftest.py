@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import ceilings
+
 DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def sigint_reaches_started_processes() -> Iterator[None]:
+    """Processes the tests start get SIGINT as a terminal gives it, however pytest was started.
+
+    A shell without job control starts `pytest &` (a script, some CI runners, `nohup`) with
+    SIGINT ignored, and an ignored signal stays ignored through fork and exec: every `qwen` a
+    test starts would ignore the Ctrl-C the test sends it (no KeyboardInterrupt, the pull or the
+    prompt goes on), and the test would wait in vain. A handled signal is reset to the default
+    on exec, so handling it here gives the children the default."""
+    before = signal.getsignal(signal.SIGINT)
+    if before is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if before is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(autouse=True)
@@ -18,6 +39,12 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HOME", str(state / "hf"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("NO_COLOR", "1")
+    # A transfer that the test Hub holds (a `pause_at` fault) must wait for the test, however
+    # long: with the default 10 s read timeout a busy machine lets the client give up, retry
+    # from the last byte and finish the file before the test's signal. Processes the tests
+    # start inherit these.
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", str(ceilings.HTTP_S))
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", str(ceilings.HTTP_S))
     for var in ("QWEN_DEBUG", "QWEN_MODEL", "HF_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE",
                 "HF_HUB_CACHE", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "FORCE_COLOR",
                 # local test servers must be reached directly, whatever the machine's proxy says

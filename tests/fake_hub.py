@@ -17,6 +17,13 @@ Fault injection, for transfers that go wrong: `faults["repo/path"] = Fault(...)`
 connection at a file offset, pauses there until the test releases it (so a client can be
 killed at an exact byte), or flips a byte of the body; `throttle_bps` slows every body down;
 `ignore_range` answers 200 with the whole file to a Range request, like some proxies do.
+
+A pause is an event for the test to wait on (`fault.reached`), never a delay: it holds until
+`fault.released` is set, however long that takes. It never gives up and sends the rest on its
+own; what would make a paused transfer go on without the test is reported in `problems`
+(checked by `check()`, which the fixtures call at teardown): a pause never released within
+ceilings.PAUSE_S (the connection is cut, not finished), and a new request for a file whose
+transfer is held (the client gave up waiting: its read timeout is shorter than the pause).
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
+
+from tests import ceilings
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -56,6 +65,7 @@ class Fault:
     times: int = 1  # GET requests it applies to; 0 = every request
     reached: threading.Event = field(default_factory=threading.Event)  # cut/pause offset hit
     released: threading.Event = field(default_factory=threading.Event)
+    held: bool = False  # a transfer is stopped at pause_at now
 
 
 @dataclass
@@ -67,6 +77,8 @@ class FakeHub:
     faults: dict[str, Fault] = field(default_factory=dict)  # "repo/path" -> fault
     throttle_bps: int | None = None  # body bytes per second, for every file
     ignore_range: bool = False
+    problems: list[str] = field(default_factory=list)  # what check() reports
+    _armed: list[tuple[str, Fault]] = field(default_factory=list)  # every fault, even used up
     _sha: dict[Path, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -74,6 +86,7 @@ class FakeHub:
         """Arm a fault for `repo/path` (see Fault)."""
         armed = Fault(**kwargs)  # type: ignore[arg-type]
         self.faults[f"{repo}/{path}"] = armed
+        self._armed.append((f"{repo}/{path}", armed))
         return armed
 
     def take_fault(self, key: str) -> Fault | None:
@@ -88,9 +101,21 @@ class FakeHub:
             return fault
 
     def release_all(self) -> None:
-        """Let every paused transfer go on (tests call it when they are done)."""
-        for fault in list(self.faults.values()):
+        """Let every paused transfer go on (tests call it when they are done), including those
+        of faults already used up and so no longer in `faults`."""
+        for _key, fault in self._armed:
             fault.released.set()
+
+    def held_at(self, key: str) -> int | None:
+        """The offset where a transfer of `repo/path` is held by a pause now, if one is."""
+        for armed_key, fault in self._armed:
+            if armed_key == key and fault.held and not fault.released.is_set():
+                return fault.pause_at
+        return None
+
+    def check(self) -> None:
+        """Fail the test if the server saw a paused transfer go wrong (see the module doc)."""
+        assert not self.problems, "the fake Hub saw: " + "; ".join(self.problems)
 
     def ranges(self, path_end: str) -> list[str | None]:
         """The Range headers of the GET requests for a file (URL ending with `path_end`)."""
@@ -259,10 +284,30 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
+        held = self.hub.held_at(f"{repo}/{rel}")
+        if held is not None:
+            self.hub.problems.append(
+                f"GET {self.path} (Range {self.headers.get('Range')}) while its transfer was "
+                f"held at byte {held}: the client stopped waiting (a read timeout shorter "
+                "than the pause?) and would finish the file without the test")
         fault = self.hub.take_fault(f"{repo}/{rel}")
         # a client that had what it needed (a header read), or was killed, hangs up
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self._send_body(file, start, end + 1, fault)
+
+    def _hold(self, fault: Fault, pos: int) -> bool:
+        """Stop the body at a pause until the test releases it; False: never released."""
+        self.wfile.flush()
+        fault.held = True
+        fault.reached.set()
+        try:
+            if fault.released.wait(ceilings.PAUSE_S):
+                return True
+        finally:
+            fault.held = False
+        self.hub.problems.append(f"{self.path}: the pause at byte {pos} was never released "
+                                 f"({ceilings.PAUSE_S} s); the connection was cut")
+        return False
 
     def _send_body(self, file: Path, start: int, stop: int, fault: Fault | None) -> None:
         step = 64 << 10 if self.hub.throttle_bps else 1 << 20
@@ -296,10 +341,10 @@ class _Handler(BaseHTTPRequestHandler):
                     ahead = sent / self.hub.throttle_bps - (time.monotonic() - t0)
                     if ahead > 0:
                         time.sleep(ahead)
-                if fault and pos == fault.pause_at:
-                    self.wfile.flush()
-                    fault.reached.set()
-                    fault.released.wait(60)
+                if fault and pos == fault.pause_at and not self._hold(fault, pos):
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 if fault and pos == fault.cut_at:
                     self.wfile.flush()
                     fault.reached.set()

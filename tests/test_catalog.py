@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from datetime import date
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from qwencli.catalog import (
     resolve_catalog_ref,
 )
 from qwencli.errors import ConfigError, UsageError
-from qwencli.paths import config_dir
+from qwencli.paths import bundled_profiles_dir, config_dir
 from qwencli.refs import CatalogRef, HubRef, LocalRef, parse_ref
 
 DATA = Path(__file__).parent / "data" / "catalog"
@@ -466,15 +465,28 @@ def test_catalog_is_cached_and_reloads_on_change(tmp_path: Path) -> None:
     assert load_catalog([tmp_path / "m"]).get("tiny-1b").quality == 13.25
 
 
-def test_cold_load_is_fast() -> None:
-    """`qwen recommend --json` must start in < 0.4 s; the catalog's share is kept small."""
-    timings = []
-    for _ in range(5):  # best of five: the test machine is shared
-        clear_cache()
-        start = time.perf_counter()
-        load_catalog()
-        timings.append(time.perf_counter() - start)
-    assert min(timings) < 0.050, timings
+def test_cold_load_reads_each_file_once_and_a_warm_load_none(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`qwen recommend --json` must start in < 0.4 s; the catalog's share is kept small by
+    parsing each profile file once per process. (Its time is measured by
+    benchmarks/read_paths.py, not here: a timed test fails on a busy machine.)"""
+    from qwencli import tomlfile
+
+    reads: list[Path] = []
+    real_read = tomlfile.read
+
+    def counting_read(path: Path, *args, **kwargs):
+        reads.append(Path(path))
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(tomlfile, "read", counting_read)
+    clear_cache()
+    catalog = load_catalog()
+    files = [Path(f) for f in catalog.files]
+    assert len(files) >= 2 and all(f.suffix == ".toml" for f in files)
+    assert sorted(reads) == sorted([*files, bundled_profiles_dir() / "quants.toml"])
+    reads.clear()
+    assert load_catalog() is catalog and reads == []  # warm: not a file read, not a parse
 
 
 def _error(tmp_path: Path, text: str) -> tuple[str, Path]:

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,6 +48,7 @@ from qwencli.chat.session import (
 from qwencli.chat.terminal import ChatConsole, ReplyPrinter
 from qwencli.errors import QwenError, UsageError
 from qwencli.gguf_info import GgufNotFoundError
+from tests import ceilings, hold
 from tests.gguf_fixtures import qwen3_tokenizer, write_qwen_gguf
 
 # ------------------------------------------------------------------------------------------
@@ -543,7 +543,8 @@ def files(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> dict[str, Path
 
 
 def qwen(files: Mapping[str, Path], *args: str, stdin: bytes | str | None = "",
-         env: Mapping[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+         env: Mapping[str, str] | None = None,
+         timeout: float = ceilings.PROCESS_S) -> subprocess.CompletedProcess:
     """Run `qwen chat ARGS` (one thread; a shared cache so RAM bandwidth is measured once).
     stdin: bytes/str to pipe, "" for an empty pipe, "devnull", or "closed"."""
     full_env = {**os.environ, "QWEN_CACHE_DIR": str(files["cache"]), **(env or {})}
@@ -621,16 +622,20 @@ def test_stdin_closed_or_empty(files: dict[str, Path]) -> None:
 
 def test_ctrl_c_stops_the_answer_and_exits_130(files: dict[str, Path]) -> None:
     env = {**os.environ, "QWEN_CACHE_DIR": str(files["cache"])}
+    # held after its first words until the Ctrl-C is in (tests/hold.py): it cannot end first
     process = subprocess.Popen(
-        [sys.executable, "-m", "qwencli", "chat", "--threads", "1", "-m", str(files["qwen3"]),
-         "--seed", "3", "Write a very long story."],
+        hold.argv("chat", "--threads", "1", "-m", str(files["qwen3"]), "--seed", "3",
+                  "Write a very long story."),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert process.stdout is not None
     first = process.stdout.read1(64)  # the answer is streaming
     assert first
-    time.sleep(0.2)
     process.send_signal(signal.SIGINT)
-    rest, err = process.communicate(timeout=30)
+    try:
+        rest, err = process.communicate(timeout=ceilings.PROCESS_S)
+    except subprocess.TimeoutExpired:
+        process.kill()  # held, waiting for the Ctrl-C that did not arrive
+        raise
     assert process.returncode == 130
     out = (first + rest).decode()
     assert out.strip() and out.endswith("\n")

@@ -37,11 +37,12 @@ from qwencli.chat.session import (
 )
 from qwencli.envvars import env_bool
 from qwencli.errors import QwenError, UsageError
+from tests import ceilings
 from tests.gguf_fixtures import qwen3_tokenizer, write_qwen_gguf
 
 PROMPT = ">>> "
 STATUS = re.compile(r"\[tiny-qwen3\.gguf \(F32\) · context ([\d,]+)/([\d,]+)[^\]]*\]")
-CEILING = 120  # seconds: a ceiling for a marker to appear, never a pause
+CEILING = ceilings.PROCESS_S  # a ceiling for a marker to appear, never a pause
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from tests import blocked, ceilings, hold
 from tests.gguf_fixtures import qwen3_tokenizer, write_qwen_gguf
 
 PROMPT = ">>> "
@@ -34,11 +35,16 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-def spawn(model: Path, cache: Path, *args: str) -> pexpect.spawn:
+def spawn(model: Path, cache: Path, *args: str, held: bool = False) -> pexpect.spawn:
+    """`qwen chat` on a terminal, at its first prompt. `held`: answers wait for Ctrl-C after
+    their first visible text (tests/hold.py). Every expect waits for a marker; the timeout is
+    only a ceiling for a marker that never comes."""
     env = {**os.environ, "QWEN_CACHE_DIR": str(cache), "TERM": "dumb", "NO_COLOR": "1"}
-    child = pexpect.spawn(sys.executable, ["-m", "qwencli", "chat", "-m", str(model),
-                                           "--threads", "1", *args],
-                          env=env, encoding="utf-8", timeout=30, dimensions=(50, 250))
+    command = ["chat", "-m", str(model), "--threads", "1", *args]
+    program, *argv = hold.argv(*command) if held else [sys.executable, "-m", "qwencli",
+                                                       *command]
+    child = pexpect.spawn(program, argv, env=env, encoding="utf-8",
+                          timeout=ceilings.PROCESS_S, dimensions=(50, 250))
     child.expect_exact("/bye or Ctrl-D to leave")
     child.expect_exact(PROMPT)
     return child
@@ -143,23 +149,32 @@ def test_a_full_context_drops_the_oldest_turns_with_a_notice(model: Path, cache:
 
 
 def test_ctrl_c_stops_an_answer_and_keeps_the_session(model: Path, cache: Path) -> None:
-    child = spawn(model, cache, "--seed", "3")  # no --max-tokens: a long answer
-    child.sendline("Write a very long story.")
-    child.expect(r"\S{8}")  # the answer is streaming
-    child.sendcontrol("c")
-    child.expect_exact("(interrupted)")
-    child.expect(STATUS)
-    used = int(child.match.group(1).replace(",", ""))
-    assert used < 4096
-    child.expect_exact(PROMPT)
-    child.sendcontrol("c")  # at the prompt: a new line, not an exit
-    child.expect_exact("(Ctrl-D or /bye leaves)")
-    child.expect_exact(PROMPT)
-    child.sendcontrol("d")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
-    assert "Traceback" not in child.before
+    # no --max-tokens: a long answer, and held after its first words until the Ctrl-C is in
+    child = spawn(model, cache, "--seed", "3", held=True)
+    try:
+        child.sendline("Write a very long story.")
+        child.expect_exact("Write a very long story.\r\n")  # the terminal's echo of the line
+        child.expect(r"\S")  # the answer is streaming (and waits for the Ctrl-C)
+        child.sendcontrol("c")
+        child.expect_exact("(interrupted)")
+        child.expect(STATUS)
+        used = int(child.match.group(1).replace(",", ""))
+        assert used < 4096
+        child.expect_exact(PROMPT)
+        # A Ctrl-C between the prompt and readline's wait for a key would wait for that key
+        # (tests/blocked.py): send it once the session is waiting for one.
+        blocked.until_waiting_for_input(child.pid, child.isalive)
+        child.sendcontrol("c")  # at the prompt: a new line, not an exit
+        child.expect_exact("(Ctrl-D or /bye leaves)")
+        child.expect_exact(PROMPT)
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+        assert "Traceback" not in child.before
+    finally:
+        if child.isalive():  # a failed expect leaves it waiting for the Ctrl-C
+            child.terminate(force=True)
 
 
 def test_help_unknown_commands_and_history(session: pexpect.spawn) -> None:
@@ -195,7 +210,7 @@ def test_thinking_is_dimmed_on_a_colour_terminal(tmp_path: Path, cache: Path) ->
     child = pexpect.spawn(sys.executable, ["-m", "qwencli", "chat", "-m", str(thinker),
                                            "--threads", "1", "--seed", "4", "-n", "6",
                                            "Think about it"],
-                          env=env, encoding="utf-8", timeout=30)
+                          env=env, encoding="utf-8", timeout=ceilings.PROCESS_S)
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
@@ -206,7 +221,7 @@ def test_thinking_is_dimmed_on_a_colour_terminal(tmp_path: Path, cache: Path) ->
 def test_json_needs_a_prompt(model: Path, cache: Path) -> None:
     env = {**os.environ, "QWEN_CACHE_DIR": str(cache), "TERM": "dumb"}
     child = pexpect.spawn(sys.executable, ["-m", "qwencli", "chat", "-m", str(model), "--json"],
-                          env=env, encoding="utf-8", timeout=30)
+                          env=env, encoding="utf-8", timeout=ceilings.PROCESS_S)
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 2

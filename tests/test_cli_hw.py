@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from qwencli.cli import app
+from tests import ceilings
 
 runner = CliRunner()
 
@@ -121,7 +122,7 @@ def _on_terminal(args: list[str], env: dict[str, str]) -> str:
         if not chunk:
             break
         chunks.append(chunk)
-    proc.wait(timeout=60)
+    proc.wait(timeout=ceilings.PROCESS_S)
     os.close(leader)
     return b"".join(chunks).decode("utf-8", "replace")
 
@@ -201,7 +202,7 @@ def test_version_and_module_entry_point() -> None:
 
     assert run("--version").stdout == f"qwen {__version__}\n"
     result = subprocess.run([sys.executable, "-m", "qwencli", "--version"],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=ceilings.PROCESS_S)
     assert result.returncode == 0 and result.stdout == f"qwen {__version__}\n"
 
 

@@ -14,7 +14,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,7 +27,7 @@ from qwencli import gguf_info as gi
 from qwencli import hub
 from qwencli.errors import QwenError
 from qwencli.paths import cache_dir
-from tests import fake_hub
+from tests import ceilings, fake_hub
 from tests.gguf_fixtures import (
     QWEN3_0_6B,
     QWEN25_7B,
@@ -204,8 +203,10 @@ class _CountingFile:
         return getattr(self._f, name)
 
 
-def test_sparse_8gb_file_is_answered_fast_from_the_header_alone(
+def test_sparse_8gb_file_is_answered_from_the_header_alone(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What makes it fast is what is asserted: under 1 MiB of the 8 GiB is read. The time it
+    # takes is measured by benchmarks/read_paths.py, not here.
     shape = QWEN25_7B
     specs = shape.tensor_specs("Q4_K", output_type="Q6_K")
     path = write_header_only_gguf(tmp_path / "qwen2.5-7b-q4_k.gguf", specs, 8 * GiB,
@@ -219,11 +220,8 @@ def test_sparse_8gb_file_is_answered_fast_from_the_header_alone(
         return _CountingFile(f, counter) if "b" in mode else f
 
     monkeypatch.setattr(gi, "open", counting_open, raising=False)
-    start = time.perf_counter()
     h = gi.read_header(path, use_cache=False)
-    elapsed = time.perf_counter() - start
 
-    assert elapsed < 0.2, elapsed
     assert counter[0] == h.bytes_read < MiB
     assert h.file_size == 8 * GiB
     assert len(h.tensors) == len(specs) == 28 * 12 + 3
@@ -375,11 +373,16 @@ def test_cache_hit_and_invalidation_for_local_files(tmp_path: Path,
     assert not first.from_cache and first.bytes_read > 0
     assert len(_cache_files()) == 1
 
-    with monkeypatch.context() as m:
+    real_open = open
+
+    def no_model_read(file: Any, *args: Any, **kwargs: Any) -> Any:
+        assert os.path.realpath(file) != os.path.realpath(path), "the model file was opened"
+        return real_open(file, *args, **kwargs)
+
+    with monkeypatch.context() as m:  # served from the cache: no parse, no byte of the model
         m.setattr(gi, "_Parser", _NoParse)
-        start = time.perf_counter()
+        m.setattr(gi, "open", no_model_read, raising=False)
         cached = gi.read_header(path)
-        assert time.perf_counter() - start < 0.05
     assert cached.from_cache and cached.bytes_read == 0
     assert cached == first and hash(cached) == hash(first)
     assert cached.metadata["tokenizer.ggml.tokens"] == gi.ArraySummary("STRING", 264, None)
@@ -442,8 +445,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         record = {"path": path, "range": self.headers.get("Range"),
                   "auth": self.headers.get("Authorization"), "host": self.headers.get("Host"),
-                  "sent": 0}
+                  "sent": 0,
+                  "done": threading.Event()}  # set when the server is through with it
         srv.log.append(record)
+        try:
+            self._answer(srv, record, mode, name)
+        finally:
+            record["done"].set()
+
+    def _answer(self, srv: _HubLike, record: dict[str, Any], mode: str, name: str) -> None:
         if mode == "redirect":  # to another host name, as the Hub sends LFS files to its CDN
             self._redirect(f"http://localhost:{srv.server_address[1]}/cdn/{name}",
                            linked_etag="linked-" + name)
@@ -643,7 +653,9 @@ def test_http_server_without_range_is_streamed_and_flagged(server: _HubLike,
     assert h.tensors == gi.read_header(path, use_cache=False).tensors
     assert h.requests == len(server.log) == 1 and h.range_supported is False
     assert h.bytes_read < 64 * 1024
-    time.sleep(0.2)
+    # The server is through with the response once the client hangs up (or once all of it is
+    # sent): wait for that, not for a while.
+    assert server.log[0]["done"].wait(ceilings.PROCESS_S)
     assert server.served < 16 * MiB  # the connection was closed early
 
 

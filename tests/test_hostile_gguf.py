@@ -25,7 +25,7 @@ from qwencli.chat.select import LoadRequest, plan_load
 from qwencli.cli import app
 from qwencli.errors import QwenError
 from qwencli.paths import cache_dir
-from tests import fake_hub
+from tests import ceilings, fake_hub
 from tests.gguf_fixtures import (
     ARRAY,
     BOOL,
@@ -253,7 +253,7 @@ def chat(path: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess[st
     return subprocess.run(
         [sys.executable, "-m", "qwencli", "chat", "-m", str(path), "--threads", "1",
          "--ctx", "256", "-n", "4", "--seed", "1", *extra, "hi"],
-        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120,
+        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=ceilings.PROCESS_S,
         check=False)
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from qwencli import hub, store
 from qwencli.errors import QwenError, UsageError
-from tests import fake_hub
+from tests import ceilings, fake_hub
 from tests.gguf_fixtures import write_qwen_gguf
 
 DATA = Path(__file__).parent / "data" / "hub"
@@ -36,6 +36,7 @@ def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[fake_hub.
     served.release_all()
     server.shutdown()
     server.server_close()
+    served.check()  # no paused transfer went on without the test
 
 
 @pytest.fixture
@@ -366,9 +367,10 @@ def test_a_file_another_process_downloads_is_waited_for_then_taken(fake) -> None
     lock_file.parent.mkdir(parents=True)
     with FileLock(str(lock_file)):  # "another process" holds the blob's lock ...
         thread, waiting, outcome = _pull_in_thread("o/r")
-        assert waiting.wait(30)
+        assert waiting.wait(ceilings.PROCESS_S)
         store.blob_path("o/r", sha(data)).write_bytes(data)  # ... and finishes the file
-    thread.join(30)
+    thread.join(ceilings.PROCESS_S)
+    assert not thread.is_alive()
     message, result = outcome
     assert message == ("m-Q4_K_M.gguf is being downloaded by another process; waiting for it "
                        "(Ctrl-C stops waiting)")
@@ -385,9 +387,10 @@ def test_a_download_another_process_gave_up_is_resumed(fake) -> None:
     lock_file.parent.mkdir(parents=True)
     with FileLock(str(lock_file)):
         thread, waiting, outcome = _pull_in_thread("o/r")
-        assert waiting.wait(30)
+        assert waiting.wait(ceilings.PROCESS_S)
         store.partial_path("o/r", sha(data)).write_bytes(data[:400])  # it stopped half-way
-    thread.join(30)
+    thread.join(ceilings.PROCESS_S)
+    assert not thread.is_alive()
     result = outcome[-1]
     assert result.bytes_downloaded == 600 and result.path.read_bytes() == data
     assert fake.ranges("m-Q4_K_M.gguf") == ["bytes=400-"]

@@ -14,13 +14,14 @@ from typer.testing import CliRunner
 
 from qwencli import output
 from qwencli.cli import app
+from tests import ceilings
 from tests.gguf_fixtures import write_qwen_gguf
 
 
 def qwen(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
     streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kwargs}
     return subprocess.run([sys.executable, "-m", "qwencli", *args],
-                          env={**os.environ, **(env or {})}, timeout=120, **streams)
+                          env={**os.environ, **(env or {})}, timeout=ceilings.PROCESS_S, **streams)
 
 
 def test_a_console_without_utf8_gets_escapes_not_an_error(tmp_path: Path) -> None:
@@ -66,7 +67,7 @@ def test_a_full_disk_on_stdout_is_one_line_and_exit_1() -> None:
 
 def test_a_closed_stdout_is_one_line_and_exit_1() -> None:
     result = subprocess.run([sys.executable, "-m", "qwencli", "models"], stderr=subprocess.PIPE,
-                            timeout=120, preexec_fn=lambda: os.close(1))
+                            timeout=ceilings.PROCESS_S, preexec_fn=lambda: os.close(1))
     assert result.returncode == 1
     assert result.stderr.decode().splitlines() == [
         "error: cannot write the output: stdout is closed"]

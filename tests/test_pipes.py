@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from qwencli.errors import EXIT_PIPE
+from tests import ceilings
 from tests.gguf_fixtures import qwen3_tokenizer, write_qwen_gguf
 
 
@@ -33,7 +34,7 @@ def _into_a_reader_that_leaves(args: list[str], *, read: int, env: dict[str, str
                 break
             got += chunk
     # the read end is closed now: every later write of the process meets a broken pipe
-    _out, err = process.communicate(timeout=300)
+    _out, err = process.communicate(timeout=ceilings.PROCESS_S)
     return process.returncode, got, err
 
 

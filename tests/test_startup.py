@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+from tests import ceilings
+
 HEAVY = ("llama_cpp", "huggingface_hub", "gguf", "numpy", "psutil", "pynvml", "rich.table",
          "rich.progress")
 
@@ -25,7 +27,7 @@ sys.__stderr__.write(json.dumps(sorted(sys.modules)))
 def _run(*args: str) -> tuple[set[str], str]:
     """Run the app in a fresh interpreter: the modules it imported, and its stdout."""
     result = subprocess.run([sys.executable, "-c", PROBE.format(args=list(args))],
-                            capture_output=True, text=True, timeout=60, check=True)
+                            capture_output=True, text=True, timeout=ceilings.PROCESS_S, check=True)
     return set(json.loads(result.stderr.strip().splitlines()[-1])), result.stdout
 
 
