@@ -253,8 +253,8 @@ def chat(path: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess[st
     return subprocess.run(
         [sys.executable, "-m", "qwencli", "chat", "-m", str(path), "--threads", "1",
          "--ctx", "256", "-n", "4", "--seed", "1", *extra, "hi"],
-        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=ceilings.PROCESS_S,
-        check=False)
+        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+        timeout=ceilings.PROCESS_S, check=False)
 
 
 @pytest.fixture(scope="module")

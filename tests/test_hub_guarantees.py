@@ -155,8 +155,8 @@ def test_no_color_on_a_terminal_gives_progress_without_escape_codes(fake) -> Non
     fake.add_file("o/r", "m-Q4_K_M.gguf", payload(3 * 1024 * 1024))
     seen = io.StringIO()
     child = pexpect.spawn(sys.executable, ["-c", LAUNCH, "pull", "o/r"],
-                          env={**os.environ, "NO_COLOR": "1"}, encoding="utf-8", timeout=ceilings.PROCESS_S,
-                          dimensions=(24, 120))
+                          env={**os.environ, "NO_COLOR": "1"}, encoding="utf-8",
+                          timeout=ceilings.PROCESS_S, dimensions=(24, 120))
     child.logfile_read = seen
     child.expect(pexpect.EOF)
     child.close()
