@@ -376,7 +376,7 @@ def _lines(stream) -> queue.Queue:
     return lines
 
 
-def _until(lines: queue.Queue, marker: str) -> list[str]:
+def _until_line(lines: queue.Queue, marker: str) -> list[str]:
     seen = []
     while True:
         line = lines.get(timeout=ceilings.PROCESS_S)
@@ -413,7 +413,8 @@ def test_a_second_pull_waits_for_the_first_then_reports_the_file(fake) -> None:
     first = qwen("pull", "o/r", "--json")
     assert fault.reached.wait(ceilings.PROCESS_S)
     second = qwen("pull", "o/r", "--json", "--progress")
-    said = _until(_lines(second.stderr), "is being downloaded by another process; waiting")
+    said = _until_line(_lines(second.stderr),
+                       "is being downloaded by another process; waiting")
     assert said[-1].strip() == ("m-Q4_K_M.gguf is being downloaded by another process; "
                                 "waiting for it (Ctrl-C stops waiting)")
     fault.released.set()
@@ -435,7 +436,7 @@ def test_ctrl_c_while_waiting_for_another_pull_exits_130(fake) -> None:
     assert fault.reached.wait(ceilings.PROCESS_S)
     second = qwen("pull", "o/r", "--progress")
     lines = _lines(second.stderr)
-    _until(lines, "waiting for it")
+    _until_line(lines, "waiting for it")
     second.send_signal(signal.SIGINT)
     assert second.wait(timeout=ceilings.PROCESS_S) == 130
     fault.released.set()

@@ -284,7 +284,8 @@ def test_chat_refuses_zero_layers_or_heads_instead_of_aborting(
 
 # The nastiest files that still look like models: complete (tokenizer and weights) with one
 # number wrong. Those the bounds pass reach llama.cpp, in a child process: it may refuse them
-# (exit 1, one line) or run them (exit 0), never abort (134) or crash (139).
+# (exit 1, one line) or run them (exit 0), never abort (134) or crash (139); a --ctx above the
+# model's own context is a usage error (exit 2).
 NASTY = [
     ({"qwen3.attention.head_count_kv": 3}, 1),  # llama.cpp asserts the grouping and aborts
     ({"qwen3.attention.head_count_kv": [2, 0]}, 1),  # a layer with attention but no KV head
@@ -301,7 +302,7 @@ NASTY = [
     ({"qwen3.rope.freq_base": math.nan}, 1),
     ({"qwen3.block_count": 3}, 1),  # passes the bounds; llama.cpp misses layer 2's tensors
     ({"qwen3.context_length": 2**24}, 0),  # the largest context allowed: loads at 256
-    ({"qwen3.context_length": 1}, 0),  # the smallest: loads, past its trained length
+    ({"qwen3.context_length": 1}, 2),  # the smallest: --ctx 256 is above it, as `qwen fit` says
     ({"qwen3.expert_count": 8, "qwen3.expert_used_count": 2}, 0),  # dense qwen3 ignores them
     ({"tokenizer.ggml.eos_token_id": 2**32 - 1}, 0),  # llama.cpp copes with a wild token id
 ]
