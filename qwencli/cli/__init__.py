@@ -9,6 +9,7 @@ thin: parse, call one library function, render through `output`; errors are mapp
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from typing import Annotated, Any
@@ -42,12 +43,18 @@ class LazyGroup(TyperGroup):
         module_name = COMMANDS.get(cmd_name)
         if module_name is None:
             return None
-        module = importlib.import_module(f"qwencli.cli.{module_name}")
-        group = typer.main.get_group(module.app)
+        group = _module_group(module_name)
         if cmd_name == module_name and not group.commands.get(cmd_name):
             group.name = cmd_name  # a command group of its own (`qwen config ...`)
             return group
         return group.commands.get(cmd_name)
+
+
+@functools.cache
+def _module_group(module_name: str) -> Any:
+    """A command module's commands, built once (`qwen --help` asks for each of them)."""
+    module = importlib.import_module(f"qwencli.cli.{module_name}")
+    return typer.main.get_group(module.app)
 
 
 app = typer.Typer(

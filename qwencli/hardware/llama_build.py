@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib.metadata
 import importlib.util
 import json
 import re
@@ -133,12 +132,26 @@ def _query_libraries(lib_dir: Path) -> tuple[bool, tuple[str, ...], tuple[str, .
     return offload, tuple(dict.fromkeys([*registry, *info_backends])), cpu_features
 
 
+_VERSION_LINE = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.MULTILINE)
+
+
+def _installed_version() -> str | None:
+    """llama-cpp-python's version, read from its `__init__.py` without importing it (that
+    pulls in numpy and jinja2) or importlib.metadata (tens of ms at every start-up)."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.origin:
+        return None
+    try:
+        with open(spec.origin, encoding="utf-8") as source:
+            match = _VERSION_LINE.search(source.read(1 << 16))
+    except (OSError, UnicodeDecodeError):
+        return None
+    return match.group(1) if match else None
+
+
 def probe_llama_build(cache_file: Path | None = None) -> LlamaCppBuild:
     """Describe the installed llama-cpp-python build; never raises."""
-    try:
-        version: str | None = importlib.metadata.version("llama_cpp_python")
-    except importlib.metadata.PackageNotFoundError:
-        version = None
+    version = _installed_version()
     lib_dir = _package_lib_dir()
     if lib_dir is None:
         return LlamaCppBuild(installed=False, version=version, gpu_offload=False,
