@@ -17,6 +17,8 @@ make a GPU unified.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -161,6 +163,9 @@ def _status(gpus: list[Gpu], skipped: list[str]) -> str:
     return status
 
 
+_LINUX_DRIVER = "/proc/driver/nvidia"  # present whenever the kernel driver is (containers too)
+
+
 def probe_nvidia(
     nvml: ModuleType | None = None,
     *,
@@ -172,6 +177,9 @@ def probe_nvidia(
     (total, available) system RAM for unified-memory GPUs; psutil by default.
     """
     if nvml is None:
+        if sys.platform == "linux" and not os.path.exists(_LINUX_DRIVER):
+            # no NVIDIA kernel driver: NVML cannot start, and importing it costs start-up time
+            return (), "NVIDIA driver not found (NVML library missing)"
         try:
             import pynvml as nvml_module
         except ImportError:

@@ -278,6 +278,10 @@ def test_missing_pynvml_is_a_status(monkeypatch: pytest.MonkeyPatch) -> None:
             raise ImportError("No module named 'pynvml'")
         return real_import(name, *args, **kwargs)
 
+    import qwencli.hardware.nvidia as nvidia_module
+
+    monkeypatch.setattr(nvidia_module, "_LINUX_DRIVER", "/")  # as if the driver were loaded
+
     monkeypatch.setattr(builtins, "__import__", no_pynvml)
     assert probe_nvidia() == ((), "nvidia-ml-py is not installed, so NVIDIA GPUs were not probed")
 
@@ -298,3 +302,16 @@ def test_unexpected_exception_inside_becomes_a_status() -> None:
     mod.nvmlDeviceGetName = broken
     assert probe_nvidia(mod) == ((), "NVML error: binding changed its signature")
     assert fake.calls == ["init", "shutdown"]
+
+
+def test_without_the_kernel_driver_nvml_is_not_even_imported(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path) -> None:
+    import sys as system
+
+    import qwencli.hardware.nvidia as nvidia_module
+
+    monkeypatch.setattr(nvidia_module.sys, "platform", "linux")
+    monkeypatch.setattr(nvidia_module, "_LINUX_DRIVER", str(tmp_path / "absent"))
+    monkeypatch.delitem(system.modules, "pynvml", raising=False)
+    assert nvidia_module.probe_nvidia() == ((), "NVIDIA driver not found (NVML library missing)")
+    assert "pynvml" not in system.modules
