@@ -34,6 +34,15 @@ class ConfigError(QwenError):
     """A data or config file (a profile, a user overlay) is malformed; names the file."""
 
 
+class StdoutClosed(Exception):
+    """stdout cannot take the product any more (a reader gone, a full disk): the command ends
+    with `exit_code` (EXIT_PIPE quietly, or 1 after output said why)."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(exit_code)
+        self.exit_code = exit_code
+
+
 class ProbeError(QwenError):
     """The hardware could not be read at all (a single missing driver is not an error)."""
 

@@ -24,17 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from qwencli.errors import EXIT_ERROR, EXIT_PIPE
+from qwencli.errors import EXIT_ERROR, EXIT_PIPE, StdoutClosed
 
 SCHEMA_VERSION = 1
-
-
-class StdoutClosed(Exception):
-    """stdout cannot take the product any more; the command ends with `exit_code`."""
-
-    def __init__(self, exit_code: int) -> None:
-        super().__init__(exit_code)
-        self.exit_code = exit_code
 
 
 def _silence_stdout() -> None:

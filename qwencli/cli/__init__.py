@@ -90,13 +90,14 @@ def _root(
 
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point."""
-    from qwencli import output
-    from qwencli.errors import EXIT_INTERRUPTED
+    from qwencli.errors import EXIT_INTERRUPTED, StdoutClosed
 
     try:
         return app(args=argv)
     except KeyboardInterrupt:
+        from qwencli import output
+
         output.interrupted()
         sys.exit(EXIT_INTERRUPTED)
-    except output.StdoutClosed as exc:
+    except StdoutClosed as exc:
         sys.exit(exc.exit_code)

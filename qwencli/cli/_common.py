@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 import typer
 from typer.core import TyperCommand
 
-from qwencli import output
-from qwencli.errors import EXIT_ERROR, EXIT_INTERRUPTED, QwenError, UsageError
+from qwencli.errors import EXIT_ERROR, EXIT_INTERRUPTED, QwenError, StdoutClosed, UsageError
 
 if TYPE_CHECKING:
     from qwencli.hardware.model import Budget, Hardware
@@ -41,6 +40,8 @@ def handle_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from qwencli import output  # here, not at module level: `qwen --help` never needs it
+
         try:
             return func(*args, **kwargs)
         except QwenError as exc:
@@ -51,7 +52,7 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except (typer.Exit, typer.Abort):
             raise
-        except output.StdoutClosed as exc:
+        except StdoutClosed as exc:
             raise typer.Exit(exc.exit_code) from None
         except Exception as exc:
             if _debug():
@@ -189,6 +190,7 @@ def whatif_options(func: F) -> F:
 def machine(whatif: WhatIf | None = None) -> tuple[Hardware, Budget]:
     """The machine to plan for: probed, or described by the what-if options. Its warnings
     (a what-if that contradicts itself, a probe that failed in part) are shown once, here."""
+    from qwencli import output
     from qwencli.hardware.budget import plan_budget
     from qwencli.hardware.probe import probe
     from qwencli.hardware.whatif import WhatIf, resolve_hardware
