@@ -280,6 +280,8 @@ def write_qwen_gguf(path: str | Path, *, arch: str = "qwen3", n_layers: int = 2,
     writer.add_file_type(_FILE_TYPE[tensor_type])
     _add_metadata(writer, shape.arch_metadata())
     _add_tokenizer(writer, tok, shape.vocab)
+    for key in extra_metadata or {}:  # an override replaces the value written above (gguf
+        writer.kv_data[0].pop(key, None)  # 0.16 refuses a key twice; later ones only warn)
     _add_metadata(writer, extra_metadata or {})
 
     rng = np.random.default_rng(seed)
