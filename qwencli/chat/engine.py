@@ -31,13 +31,13 @@ import math
 import os
 import re
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qwencli.chat.signals import HandledSignals
 from qwencli.errors import QwenError
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ class _LogSink:
 _LOG = _LogSink()
 
 
-class _LoadGuard:
+class _LoadGuard(HandledSignals):
     """Ctrl-C while llama.cpp loads a model ends the command (exit 130), as everywhere else.
 
     A load runs in C and comes back to Python only through callbacks (the log, the progress).
@@ -240,15 +240,17 @@ class _LoadGuard:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.hit = False
         self.verbose = False
         self._percent = 0
-        self._previous: Any = None
-        self._installed = False
         self._callback: Any = None
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.hit = True
+
+    def _replaces(self, current: Any) -> bool:
+        return current is not signal.SIG_IGN  # an ignored Ctrl-C stays ignored
 
     def progress(self, fraction: float) -> bool:
         """llama.cpp's progress callback: True goes on, False abandons the load. Draws the
@@ -278,16 +280,8 @@ class _LoadGuard:
     def __enter__(self) -> _LoadGuard:
         self.hit = False
         self._percent = 0
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-            self._installed = True
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
 
 
 _LOAD = _LoadGuard()

@@ -16,7 +16,6 @@ import re
 import signal
 import stat
 import sys
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ from qwencli.chat.session import (
     reply_document,
     thinking_support,
 )
+from qwencli.chat.signals import HandledSignals
 from qwencli.envvars import env_bool
 from qwencli.errors import EXIT_INTERRUPTED, EXIT_OK, QwenError, UsageError, os_error
 from qwencli.fileio import atomic_write, ensure_dir
@@ -209,18 +209,18 @@ class SessionEnded(BaseException):
         self.signum = signum
 
 
-class EndSignals:
+class EndSignals(HandledSignals):
     """SIGTERM and SIGHUP end a session the way /bye does, not by killing it mid-step: the
     handler raises SessionEnded (recording it first; inside a llama.cpp callback, where an
     exception would be lost, it only records, and the answer stops at the next token through
     `pending`). Signals someone chose to ignore (`nohup`) or handle stay as they were."""
 
-    NAMES = ("SIGTERM", "SIGHUP")
+    SIGNALS = ("SIGTERM", "SIGHUP")
 
     def __init__(self) -> None:
+        super().__init__()
         self.pending: int | None = None
         self.leaving = False
-        self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.pending is not None or self.leaving:
@@ -229,32 +229,21 @@ class EndSignals:
         if not inside_llama_callback():
             raise SessionEnded(signum)
 
+    def _replaces(self, current: Any) -> bool:
+        return current is signal.SIG_DFL
+
     def check(self) -> None:
         if self.pending is not None:
             raise SessionEnded(self.pending)
 
-    def __enter__(self) -> EndSignals:
-        if threading.current_thread() is threading.main_thread():
-            for name in self.NAMES:
-                number = getattr(signal, name, None)
-                if number is not None and signal.getsignal(number) is signal.SIG_DFL:
-                    self._previous[number] = signal.signal(number, self._handler)
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        for number, previous in self._previous.items():
-            signal.signal(number, previous)
-        self._previous.clear()
-
-
-class InterruptFlag:
+class InterruptFlag(HandledSignals):
     """Ctrl-C during an answer sets a flag that the generation loop polls, so the answer stops
     between tokens; a second Ctrl-C raises KeyboardInterrupt as usual."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.hit = False
-        self._previous: Any = None
-        self._installed = False
 
     def __call__(self) -> bool:
         return self.hit
@@ -266,15 +255,8 @@ class InterruptFlag:
 
     def __enter__(self) -> InterruptFlag:
         self.hit = False
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-            self._installed = True
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
 
 
 def read_piped_stdin() -> str | None:
