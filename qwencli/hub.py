@@ -801,6 +801,13 @@ def _download_timeout() -> float:
     return float(text) if text.isdigit() and int(text) > 0 else 10.0
 
 
+def _timeout():  # -> httpx2.Timeout
+    """One bound for connecting and for each read, from HF_HUB_DOWNLOAD_TIMEOUT."""
+    import httpx2
+
+    return httpx2.Timeout(_download_timeout(), connect=_download_timeout())
+
+
 def _transfer(plan: PullPlan, f: RemoteFile, out, progress: Progress | None,
               partial: Path) -> tuple[int, str]:
     """Stream the rest of the file with Range requests, retrying cut connections from the
@@ -821,7 +828,7 @@ def _transfer(plan: PullPlan, f: RemoteFile, out, progress: Progress | None,
     pending = 0  # bytes not yet reported to the progress bar
     idle = 0  # attempts in a row that brought no new byte
     restarts = 0  # times the partial was thrown away and the file started again
-    timeout = httpx2.Timeout(_download_timeout(), connect=_download_timeout())
+    timeout = _timeout()
     try:
         while have < f.size:
             headers = {**auth_headers(), "Accept-Encoding": "identity"}
@@ -841,8 +848,8 @@ def _transfer(plan: PullPlan, f: RemoteFile, out, progress: Progress | None,
                         hf_raise_for_status(response)
                     except Exception as exc:
                         raise _hub_error(plan.repo, exc) from exc
-                    if have and (response.status_code != 206 or not _range_starts_at(
-                            response.headers.get("Content-Range"), have)):
+                    if have and (response.status_code != 206 or _content_range(
+                            response.headers.get("Content-Range"))[0] != have):
                         # the server ignored Range: it sends the whole file
                         restarts += 1
                         have, digest = _restart(out, progress, have), hashlib.sha256()
@@ -891,11 +898,6 @@ def _size_mismatch(plan: PullPlan, f: RemoteFile, served: int | None) -> HubErro
                     f"{f.size:,}; not downloading a file that cannot match its listing",
                     hint="try again later (the repository may be changing); if it persists, "
                          f"report it to the owners of {plan.repo}")
-
-
-def _range_starts_at(content_range: str | None, start: int) -> bool:
-    match = re.match(r"bytes (\d+)-", content_range or "")
-    return bool(match) and int(match.group(1)) == start
 
 
 def _restart(out, progress: Progress | None, have: int) -> int:
@@ -996,7 +998,6 @@ class HubRangeReader:
         self._open.close()
 
     def _request(self, start: int, n: int) -> RangeReply:
-        import httpx2
         from huggingface_hub.utils import get_session, hf_raise_for_status
 
         from qwencli.gguf_info import RangeReply
@@ -1005,7 +1006,7 @@ class HubRangeReader:
                    "Range": f"bytes={start}-{start + n - 1}"}
         if not self._send_token:
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-        timeout = httpx2.Timeout(_download_timeout(), connect=_download_timeout())
+        timeout = _timeout()
         response = self._open.enter_context(
             get_session().stream("GET", self.url, headers=headers, timeout=timeout))
         hops = (*response.history, response)
