@@ -14,6 +14,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -21,6 +22,21 @@ def ensure_dir(folder: Path) -> Path:
     """Create `folder` and its parents; safe when another process does the same."""
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[tuple[int, str]]:
+    """A temporary file beside `path` (its descriptor and name) that replaces `path` in one
+    rename when the block ends well, and is removed when it does not."""
+    ensure_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        yield fd, tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def atomic_write(path: Path, data: bytes | str, *, encoding: str = "utf-8",
@@ -31,33 +47,18 @@ def atomic_write(path: Path, data: bytes | str, *, encoding: str = "utf-8",
     Raises OSError (the caller maps it to a message); the temporary file never stays behind.
     """
     payload = data.encode(encoding) if isinstance(data, str) else data
-    ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(payload)
-            if durable:
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with _replacing(path) as (fd, _tmp), os.fdopen(fd, "wb") as out:
+        out.write(payload)
+        if durable:
+            out.flush()
+            os.fsync(out.fileno())
 
 
 def atomic_copy(source: Path, path: Path) -> None:
     """Copy `source` over `path` in one rename (streamed: blobs are gigabytes)."""
-    ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with _replacing(path) as (fd, tmp):
+        os.close(fd)
         shutil.copyfile(source, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_symlink(target: str, link: Path) -> None:
