@@ -410,17 +410,9 @@ def _pick_set(listing: Listing, matched: Sequence[RemoteFile], label: str
     return chosen, notes
 
 
-def _catalog_or_none():  # -> Catalog | None
-    try:
-        return load_catalog()
-    except QwenError:
-        return None
-
-
 def _model_id(repo: str) -> str | None:
-    catalog = _catalog_or_none()
-    spec = catalog.by_repo(repo) if catalog else None
-    return spec.id if spec else None
+    """The catalog id of a repository (the store's lookup: a broken overlay costs the name)."""
+    return store.catalog_id_lookup()(repo)
 
 
 def resolve_pull(ref: str, *, quant: str | None = None) -> PullPlan:

@@ -163,7 +163,6 @@ class QuantChoice:
     fits: bool  # False: no quant fits; the quant is the usual default
     below_floor: bool  # it runs, but under the speed floor
     ranked: tuple[str, ...]  # quants by preference here (complete with `every=True`)
-    considered: tuple[Candidate, ...]  # every quant planned on the way
 
     @property
     def quant(self) -> str:
@@ -211,7 +210,7 @@ def choose_quant(catalog: Catalog, spec: ModelSpec, hw: Hardware, budget: Budget
         chosen = _consider(catalog, spec, usual, hw, budget, model_ctx, min_speed, use)
         return QuantChoice(chosen, f"no quant of {spec.id} fits this machine's memory at "
                                    f"{_ctx_label(model_ctx)} context; {usual} is the usual default",
-                           False, chosen.speed < min_speed, (usual,), (chosen,))
+                           False, chosen.speed < min_speed, (usual,))
     fast = [c for c in fitting if c.speed >= min_speed]
     best_fast = max(fast, key=lambda c: c.score) if fast else None
     four_up = [c for c in fitting if _bits(catalog, c.quant.quant) >= MIN_SMALL_MODEL_BITS]
@@ -234,7 +233,7 @@ def choose_quant(catalog: Catalog, spec: ModelSpec, hw: Hardware, budget: Budget
                     key=lambda c: (c.speed >= min_speed, c.score), reverse=True)
     ranked = (chosen.quant.quant, *(c.quant.quant for c in others),
               *(q for q in spec.quants if q not in {c.quant.quant for c in fitting}))
-    return QuantChoice(chosen, reason, True, chosen.speed < min_speed, ranked, tuple(fitting))
+    return QuantChoice(chosen, reason, True, chosen.speed < min_speed, ranked)
 
 
 @dataclass(frozen=True)
@@ -331,7 +330,7 @@ def rank(catalog: Catalog, hw: Hardware, budget: Budget, *, use: str = "chat",
     ordered = sorted(accepted, key=_tier_key(use), reverse=True)[:top]
     # Rejections worth citing: each model that has no acceptable quant, at its chosen one.
     rejected = [c.candidate for c in choices if c.candidate.rejected is not None
-                and c.candidate not in accepted]
+                and not (below_floor and c.candidate.too_slow)]
     return [Pick(c.spec, c.quant, use, plan_for(c.spec, c.quant, hw, budget, c.plan.ctx), c.speed,
                  round(c.score, 2), _reasons(c, rejected, catalog, use, min_speed),
                  below_floor) for c in ordered]
