@@ -173,9 +173,6 @@ def whatif_options(func: F) -> F:
 
         values = {name: kwargs.pop(name, default)
                   for name, (_annotation, default) in _WHATIF_PARAMS.items()}
-        for name in ("gpu", "hardware"):
-            if values[name] is not None and not values[name].strip():
-                raise UsageError(f"--{name} is empty; give a name (`qwen hw --help` lists how)")
         whatif = WhatIf(ram_bytes=values["ram"], vram_bytes=values["vram"],
                         gpu_count=values["gpus"], gpu_name=values["gpu"],
                         unified=values["unified"], cpu_only=values["cpu_only"],

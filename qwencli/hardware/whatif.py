@@ -85,6 +85,8 @@ class WhatIf:
             raise UsageError(f"--gpus must be at least 1, got {self.gpu_count}")
         if self.gpu_name is not None and not self.gpu_name.strip():
             raise UsageError("--gpu needs a GPU name, e.g. --gpu 'RTX 4090'")
+        if self.hardware is not None and not self.hardware.strip():
+            raise UsageError("--hardware is empty; give a name (`qwen hw --help` lists how)")
         if self.cpu_only:
             clashing = [
                 option
