@@ -425,6 +425,8 @@ def resolve_pull(ref: str, *, quant: str | None = None) -> PullPlan:
                          hint="give a catalog name (qwen3-8b) or a Hub reference "
                               "(Qwen/Qwen3-8B-GGUF:Q4_K_M)")
     if quant is not None:
+        if not quant.strip():
+            raise UsageError("--quant is empty")
         quant = normalize_quant(quant)
         if isinstance(parsed, HubRef) and parsed.filename is not None:
             raise UsageError(f"{ref!r} names a file; --quant does not apply")

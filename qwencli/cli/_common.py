@@ -101,13 +101,6 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callabl
     return register
 
 
-def not_empty(option: str, value: str | None) -> str | None:
-    """An option given as "" is a mistake to say, not a default to fall back to."""
-    if value is not None and not value.strip():
-        raise UsageError(f"{option} is empty")
-    return value
-
-
 def finite(option: str, value: float | None) -> float | None:
     """inf and nan parse as floats; no option of qwen means them."""
     import math

@@ -12,7 +12,6 @@ from qwencli.cli._common import (
     command,
     command_app,
     lazy_machine,
-    not_empty,
 )
 from qwencli.errors import EXIT_ERROR, EXIT_INTERRUPTED, QwenError
 
@@ -62,10 +61,9 @@ def pull(
     from qwencli.refs import parse_ref
     from qwencli.units import format_bytes
 
-    not_empty("--quant", quant)
     ref = parse_ref(model)
     choice = default_quant(ref, load_catalog(), lazy_machine()) if quant is None else None
-    plan = hub.resolve_pull(model, quant=quant or (choice.quant if choice else None))
+    plan = hub.resolve_pull(model, quant=choice.quant if choice else quant)
     if choice is not None and choice.over_budget:
         output.warn(f"{choice.reason}; pulling it anyway (choose another with --quant)")
     for warning in plan.warnings:
