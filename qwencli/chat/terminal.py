@@ -331,9 +331,8 @@ def run_chat(opts: ChatOptions, machine: Machine) -> int:
     if not one_shot:
         _history_file()  # a QWEN_NOHISTORY that is neither yes nor no: said before the load
 
-    can_ask = terminal and console.err is not None and console.err.isatty()
     choice = resolve_model(opts.model, machine=machine,
-                           fetch=_fetcher(console, opts.assume_yes, can_ask))
+                           fetch=_fetcher(console, opts.assume_yes, output.can_ask()))
     hw, budget = machine()
     if not one_shot:
         console.note(f"loading {choice.label} ...")
