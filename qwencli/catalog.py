@@ -54,7 +54,7 @@ from typing import Any
 from qwencli import tomlfile
 from qwencli.errors import ConfigError, UsageError
 from qwencli.paths import bundled_profiles_dir, config_dir
-from qwencli.refs import ID_RE, REPO_RE, CatalogRef, normalize_quant, parse_ref
+from qwencli.refs import ID_RE, REPO_RE, CatalogRef, HubRef, normalize_quant, parse_ref
 from qwencli.tomlfile import Field, join
 
 SCHEMA_VERSION = 1
@@ -312,6 +312,13 @@ class Catalog:
         """The model a Hub repo (one of its GGUF repos, or its own weights repo) belongs to,
         so a Hub reference still gets Qwen's sampling presets and shape facts."""
         return self._by_repo.get(repo.strip().lower())
+
+    def spec_of(self, ref: CatalogRef | HubRef) -> ModelSpec | None:
+        """The catalog model a reference is about (None for a Hub repository the catalog
+        does not know); UsageError, with the nearest names, for an unknown catalog name."""
+        if isinstance(ref, CatalogRef):
+            return self.get(ref.id)
+        return self.by_repo(ref.repo)
 
     def quant_info(self, name: str) -> QuantInfo:
         info = self.quant_table.get(normalize_quant(name))

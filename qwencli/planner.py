@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwencli import hub, store
-from qwencli.catalog import Catalog, ModelSpec, quant_file, resolve_catalog_ref
+from qwencli.catalog import Catalog, ModelSpec, quant_file
 from qwencli.errors import QwenError, UsageError
 from qwencli.fit import ModelShape, Options, Plan, plan
 from qwencli.hardware.model import Budget, Hardware
@@ -51,8 +51,7 @@ def _shape_of(ref: CatalogRef | HubRef, quant: str | None, catalog: Catalog,
               notes: list[str]) -> tuple[ModelShape, ModelSpec | None, str]:
     """The shape of one quant (or file) of a Hub or catalog model, and which file it is."""
     wanted = with_quant(ref, quant)
-    spec = resolve_catalog_ref(catalog, ref)[0] if isinstance(ref, CatalogRef) else \
-        catalog.by_repo(ref.repo)
+    spec = catalog.spec_of(ref)
     local = store.find_model(wanted)  # a complete download, never a partial
     if local is not None:
         notes.append(f"exact figures from the GGUF header of the downloaded file {local}")

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qwencli import store
-from qwencli.catalog import ModelSpec, load_catalog, resolve_catalog_ref
+from qwencli.catalog import ModelSpec, load_catalog
 from qwencli.errors import QwenError
 from qwencli.fit import CTX_PAD
 from qwencli.recommend import DEFAULT_CTX, default_quant, rank
-from qwencli.refs import CatalogRef, HubRef, LocalRef, parse_ref, with_quant
+from qwencli.refs import HubRef, LocalRef, parse_ref, with_quant
 
 if TYPE_CHECKING:
     from qwencli.fit import Plan
@@ -106,8 +106,7 @@ def wanted_model(ref_text: str, machine: Machine) -> Wanted:
     assert not isinstance(ref, LocalRef)
     catalog = load_catalog()
     choice = default_quant(ref, catalog, machine)  # UsageError: unknown names, nearest ones
-    spec = resolve_catalog_ref(catalog, ref)[0] if isinstance(ref, CatalogRef) else \
-        catalog.by_repo(ref.repo)
+    spec = catalog.spec_of(ref)
     exact = with_quant(ref, choice.quant)
     local = store.find_download(exact)
     if local is None and choice.reason is not None:  # our default; another quant may be here
