@@ -28,22 +28,33 @@ Model file schema (`schema = 1`; unknown keys are errors; `?` = optional):
       thinking {mode, switch, default_on}
       [models.sampling.<PRESET_NAMES>] temperature?, top_p?, top_k?, min_p?, presence_penalty?,
                                        repetition_penalty?
-      quality (0-100), quality_for? {<use> = score}
+      params_gguf? (weights stored in the GGUF file: a Q8_0 file's bytes / 1.0625; default
+      params_total; used only to estimate file sizes)
+      quality_modes {thinking?, non_thinking? = {score (0-100), basis}} | quality (one figure
+      for every mode, for user files), quality_for? {<use> = score}
       [[models.gguf]]  repo, file ("…-{quant}.gguf" or "{quant_lower}"), split_file?
                        (default: file + "-{part:05d}-of-{parts:05d}"), confirmed, gated?,
-                       revision?, mmproj?, mmproj_size?
-        quants.<QUANT> = { size = int | [per-part ints], approx?, listed?, parts?,
+                       revision?, mmproj?, mmproj_size?, output_copy? (the files store a
+                       separate output matrix although the model ties it)
+        quants.<QUANT> = { size? = int | [per-part ints], approx?, listed?, parts?,
                            sha256? (str | [per part]), revision?, files? }
+                         (no size: approx, estimated by `estimate_size`)
 
-Quant names must be keys of `profiles/quants.toml`, which also holds bits per weight and the
-(Llama-measured) quality loss of each quant type.
+Quality by mode: `quality_modes.<mode>.score` is the model's MMLU-Pro in that mode where Qwen
+publishes one (`basis = "MMLU-Pro"`), else a documented fallback whose `basis` says what it
+is derived from. A hybrid model carries both modes, a thinking-only model `thinking`, a model
+without thinking `non_thinking`. `ModelSpec.quality` is the figure of the model's default mode.
+
+Quant names must be keys of `profiles/quants.toml`, which also holds bits per weight, the
+(Llama-measured) quality loss of each quant type and the measured size rules (`[sizes.<class>]`,
+see `estimate_size`).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -58,6 +69,18 @@ from qwencli.refs import ID_RE, REPO_RE, CatalogRef, HubRef, normalize_quant, pa
 from qwencli.tomlfile import Field, join
 
 SCHEMA_VERSION = 1
+QUALITY_MODES = ("thinking", "non_thinking")
+PUBLISHED_BASIS = "MMLU-Pro"  # the basis of a figure Qwen publishes (tests hold it to the reference)
+# Size-rule classes: how a family's GGUF files spend bits (quants.toml [sizes.<class>]).
+SIZE_CLASSES = {"qwen2": "dense", "qwen3": "dense", "qwen2moe": "moe", "qwen3moe": "moe",
+                "qwen35": "hybrid", "qwen3next": "hybrid-moe", "qwen35moe": "hybrid-moe"}
+# llama.cpp keeps the output matrix (or a tied embedding) at Q6_K for k-quants, Q8_0 at Q8_0.
+_OUTPUT_BPW = {"Q8_0": 8.5, "F16": 16.0, "BF16": 16.0}
+_DEFAULT_OUTPUT_BPW = 6.5625
+# Rows whose length is not a multiple of 256 cannot hold k-quant blocks: llama.cpp falls back
+# (llama-quant.cpp: Q2_K/Q3_K/IQ4_XS -> IQ4_NL, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0).
+_KQUANT_FALLBACK_BPW = {"Q2_K": 4.5, "Q3_K_M": 4.5, "IQ4_XS": 4.5, "Q4_K_M": 5.5, "Q4_K_S": 5.5,
+                        "Q5_K_M": 6.0, "Q5_K_S": 6.0, "Q6_K": 8.5}
 
 USE_CASES = ("chat", "code", "math", "reasoning", "vision")
 THINKING_MODES = ("hybrid", "thinking-only", "none")
@@ -109,6 +132,58 @@ class SmallModelRule:
 
     def applies(self, params: int) -> bool:
         return params <= self.max_params
+
+
+@dataclass(frozen=True)
+class QualityFigure:
+    """One mode's quality prior: the score and what it is (published MMLU-Pro, or a fallback)."""
+
+    mode: str  # "thinking" | "non_thinking"
+    score: float
+    basis: str  # "MMLU-Pro" when Qwen publishes the figure; else how the fallback is derived
+
+    @property
+    def published(self) -> bool:
+        return self.basis == PUBLISHED_BASIS
+
+
+@dataclass(frozen=True)
+class SizeRules:
+    """Measured bits per weight per size class and quant: (output matrix, everything else).
+
+    Hashable (tuples), so model files parsed with it stay cached."""
+
+    rules: tuple[tuple[str, str, float, float], ...] = ()  # (class, quant, output bpw, body)
+    fallback_bpw: tuple[tuple[str, float], ...] = ()  # quants.toml `bpw`, for unmeasured pairs
+
+    def bpw(self, size_class: str, quant: str) -> tuple[float, float, bool]:
+        """(output bpw, body bpw, measured) for a quant in a class."""
+        for cls, name, output, body in self.rules:
+            if cls == size_class and name == quant:
+                return output, body, True
+        body = dict(self.fallback_bpw).get(quant, 4.89)
+        return _OUTPUT_BPW.get(quant, max(_DEFAULT_OUTPUT_BPW, body)), body, False
+
+
+def estimate_size(rules: SizeRules, *, arch: str, quant: str, params: int, vocab_size: int,
+                  hidden_size: int, output_copy: bool = False) -> int:
+    """A GGUF file's bytes from measured bits per weight (gguf-sizes.md, quants.toml [sizes]).
+
+    The output matrix (vocab x hidden; the embedding itself when tied) is kept at higher
+    precision than the rest, which is why small models with a 248K vocabulary run at 5.2-5.6
+    bits per weight at Q4_K_M; the rest follows its size class (dense, MoE, DeltaNet hybrid,
+    hybrid MoE: their tensor mixes differ). `output_copy`: the files store a separate output
+    matrix for a tied model (official Qwen2.5 <= 3B repos). Rows not a multiple of 256 fall
+    back from k-quants to larger types. No projector is ever counted.
+    """
+    size_class = SIZE_CLASSES.get(arch, "dense")
+    output_bpw, body_bpw, _ = rules.bpw(size_class, quant)
+    output = vocab_size * hidden_size
+    total = params + (output if output_copy else 0)
+    if hidden_size % 256:
+        body_bpw = _KQUANT_FALLBACK_BPW.get(quant, body_bpw)
+        output_bpw = max(output_bpw, 8.5)
+    return int((output * output_bpw + max(0, total - output) * body_bpw) / 8)
 
 
 @dataclass(frozen=True)
@@ -183,6 +258,7 @@ class GgufSource:
     mmproj: str | None
     mmproj_size: int | None
     quants: Mapping[str, QuantFile]
+    output_copy: bool = False  # a separate output matrix although the model ties it
 
     @property
     def official(self) -> bool:
@@ -225,9 +301,11 @@ class ModelSpec:
     context_max: int
     thinking: Thinking
     sampling: Mapping[str, SamplingPreset]
-    quality: float
+    quality: float  # the default mode's figure
     quality_for: Mapping[str, float]
     gguf: tuple[GgufSource, ...]
+    quality_modes: Mapping[str, QualityFigure] = field(default_factory=dict)
+    params_gguf: int = 0  # weights in the GGUF (sizes only); 0: params_total
     quants: tuple[str, ...] = ()  # every quant some source offers, fewest bits per weight first
     aliases: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
@@ -266,6 +344,26 @@ class ModelSpec:
         per_layer = self.n_kv_heads * (self.head_dim_k + self.head_dim_v)
         return int(self.kv_layers * per_layer * bytes_per_element)
 
+    @property
+    def default_mode(self) -> str:
+        """The mode a chat runs without --think/--no-think."""
+        return "thinking" if self.thinking.default_on else "non_thinking"
+
+    def modes(self) -> tuple[str, ...]:
+        """The modes this model can run in."""
+        if self.thinking.mode == "none":
+            return ("non_thinking",)
+        if self.thinking.mode == "thinking-only":
+            return ("thinking",)
+        return QUALITY_MODES
+
+    def quality_in(self, mode: str) -> QualityFigure:
+        """The quality figure for a mode (the default mode's when the model cannot run it)."""
+        found = self.quality_modes.get(mode) or self.quality_modes.get(self.default_mode)
+        if found is None:
+            return QualityFigure(self.default_mode, self.quality, "profile figure")
+        return found
+
     def quality_for_use(self, use: str | None) -> float:
         """The quality prior for a use case (specialists score higher at their speciality)."""
         if use is not None and use in self.quality_for:
@@ -287,6 +385,7 @@ class Catalog:
     small_model_rule: SmallModelRule
     qwen_kld: tuple[QwenKld, ...]
     files: tuple[str, ...]
+    size_rules: SizeRules = SizeRules()
     _by_key: Mapping[str, ModelSpec] = field(repr=False, compare=False, default_factory=dict)
     _by_repo: Mapping[str, ModelSpec] = field(repr=False, compare=False, default_factory=dict)
 
@@ -337,7 +436,7 @@ _PRESET = {k: Field("number") for k in ("temperature", "top_p", "min_p", "presen
                                         "repetition_penalty")} | {"top_k": Field("int")}
 
 _QUANT_FILE = {
-    "size": Field("int|ints", required=True),
+    "size": Field("int|ints"),
     "approx": Field("bool"),
     "listed": Field("bool"),
     "parts": Field("int"),
@@ -355,6 +454,7 @@ _SOURCE = {
     "revision": Field("str"),
     "mmproj": Field("str"),
     "mmproj_size": Field("int"),
+    "output_copy": Field("bool"),
     # "quants": a map of quant name -> _QUANT_FILE; the names come from quants.toml (_schemas)
 }
 
@@ -396,7 +496,11 @@ _MODEL = {
         "default_on": Field("bool", required=True)}),
     "sampling": Field("map", required=True, choices=PRESET_NAMES,
                       of=Field("table", sub=_PRESET)),
-    "quality": Field("number", required=True),
+    "quality": Field("number"),
+    "quality_modes": Field("map", choices=QUALITY_MODES, of=Field("table", sub={
+        "score": Field("number", required=True, minimum=0, maximum=100),
+        "basis": Field("str", required=True, blank=False)})),
+    "params_gguf": Field("int"),
     "quality_for": Field("map", choices=USE_CASES, of=Field("number")),
     # "gguf": an array of _SOURCE tables (_schemas)
 }
@@ -417,6 +521,9 @@ _QUANTS_FILE = {
     "small_models": Field("table", required=True, sub={
         "max_params": Field("int", required=True), "min_bits": Field("int", required=True),
         "prefer": Field("strs", required=True)}),
+    "sizes": Field("map", choices=tuple(sorted(set(SIZE_CLASSES.values()))), of=Field(
+        "map", of=Field("table", sub={"output": Field("number", required=True, above=0),
+                                      "body": Field("number", required=True, above=0)}))),
     "qwen_kld": Field("tables", sub={
         "model": Field("str", required=True), "quant": Field("str", required=True),
         "kld": Field("number", required=True), "top1": Field("number")}),
@@ -447,6 +554,7 @@ class _Where:
 
     file: Path
     quant_names: tuple[str, ...] = ()
+    size_rules: SizeRules = SizeRules()
 
     def fail(self, path: str, message: str) -> ConfigError:
         return tomlfile.error(self.file, path, message, hint=_HINT)
@@ -469,7 +577,7 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 @lru_cache(maxsize=64)
 def _parse_quants_file(path: str, _mtime: int, _size: int) -> tuple[
-        Mapping[str, QuantInfo], SmallModelRule, tuple[QwenKld, ...]]:
+        Mapping[str, QuantInfo], SmallModelRule, tuple[QwenKld, ...], SizeRules]:
     file = Path(path)
     data = tomlfile.read(file, hint=_HINT)
     tomlfile.check(data, _QUANTS_FILE, file, hint=_HINT)
@@ -502,7 +610,14 @@ def _parse_quants_file(path: str, _mtime: int, _size: int) -> tuple[
             raise check.fail(f"qwen_kld[{i}].quant", f"unknown quant {p['quant']!r}")
         points.append(QwenKld(model=p["model"], quant=p["quant"], kld=float(p["kld"]),
                               top1=_opt_float(p.get("top1"))))
-    return MappingProxyType(table), rule, tuple(points)
+    measured = []
+    for size_class, per_quant in data.get("sizes", {}).items():
+        for name, bpw in per_quant.items():
+            if name not in table:
+                raise check.fail(f"sizes.{size_class}.{name}", f"unknown quant {name!r}")
+            measured.append((size_class, name, float(bpw["output"]), float(bpw["body"])))
+    rules = SizeRules(tuple(measured), tuple((n, q.bpw) for n, q in table.items()))
+    return MappingProxyType(table), rule, tuple(points), rules
 
 
 def _opt_float(value: Any) -> float | None:
@@ -510,13 +625,13 @@ def _opt_float(value: Any) -> float | None:
 
 
 @lru_cache(maxsize=256)
-def _parse_model_file(path: str, _mtime: int, _size: int,
-                      quant_names: tuple[str, ...]) -> tuple[ModelSpec, ...]:
+def _parse_model_file(path: str, _mtime: int, _size: int, quant_names: tuple[str, ...],
+                      size_rules: SizeRules = SizeRules()) -> tuple[ModelSpec, ...]:
     file = Path(path)
     data = tomlfile.read(file, hint=_HINT)
     file_schema, model_schema = _schemas(quant_names)
     tomlfile.check(data, file_schema, file, hint=_HINT)
-    check = _Where(file, quant_names)
+    check = _Where(file, quant_names, size_rules)
     if data["schema"] != SCHEMA_VERSION:
         raise check.fail("schema", f"unsupported schema {data['schema']}; expected "
                                    f"{SCHEMA_VERSION}")
@@ -577,19 +692,30 @@ def _build_model(m: Mapping[str, Any], check: _Where, path: str, family: str,
     active = m.get("params_active")
     if active is not None and not 0 < active <= m["params_total"]:
         raise fail("params_active", "must be between 1 and params_total")
-    if not 0 <= m["quality"] <= 100:
-        raise fail("quality", "must be between 0 and 100")
     t = m["thinking"]
     thinking = Thinking(t["mode"], tuple(t["switch"]), t["default_on"])
     if thinking.mode == "none" and thinking.default_on:
         raise fail("thinking.default_on", "is true but mode is 'none'")
+    if thinking.mode == "thinking-only" and not thinking.default_on:
+        raise fail("thinking.default_on", "is false but mode is 'thinking-only'")
+    modes = _quality_modes(m, thinking, fail)
+    default_mode = "thinking" if thinking.default_on else "non_thinking"
     if not m["sampling"]:
         raise fail("sampling", "give at least one preset")
     sampling = {name: SamplingPreset(**{k: v for k, v in p.items()})
                 for name, p in m["sampling"].items()}
     if not m["gguf"]:
         raise fail("gguf", "list at least one GGUF source")
-    sources = tuple(_build_source(s, check, join(join(path, "gguf"), i))
+    params_gguf = m.get("params_gguf", m["params_total"])
+    if params_gguf <= 0:
+        raise fail("params_gguf", "must be positive")
+
+    def estimate(quant: str, output_copy: bool) -> int:
+        return estimate_size(check.size_rules, arch=m["arch"], quant=quant, params=params_gguf,
+                             vocab_size=m["vocab_size"], hidden_size=m["hidden_size"],
+                             output_copy=output_copy)
+
+    sources = tuple(_build_source(s, check, join(join(path, "gguf"), i), estimate)
                     for i, s in enumerate(m["gguf"]))
     n_layers = m["n_layers"]
     mtp = m.get("mtp_layers", 0)
@@ -609,13 +735,41 @@ def _build_model(m: Mapping[str, Any], check: _Where, path: str, family: str,
         linear_attention=linear, vocab_size=m["vocab_size"],
         tie_embeddings=m["tie_embeddings"], ffn_size=m.get("ffn_size"), experts=experts,
         context_native=m["context_native"], context_max=m["context_max"], thinking=thinking,
-        sampling=MappingProxyType(sampling), quality=float(m["quality"]),
+        sampling=MappingProxyType(sampling), quality=modes[default_mode].score,
         quality_for=MappingProxyType({k: float(v) for k, v in m.get("quality_for", {}).items()}),
-        gguf=sources, quants=quants, aliases=aliases, notes=tuple(m.get("notes", ())),
+        gguf=sources, quality_modes=MappingProxyType(modes), params_gguf=params_gguf,
+        quants=quants, aliases=aliases, notes=tuple(m.get("notes", ())),
         source_file=str(check.file))
 
 
-def _build_source(s: Mapping[str, Any], check: _Where, path: str) -> GgufSource:
+def _quality_modes(m: Mapping[str, Any], thinking: Thinking,
+                   fail: Callable[[str, str], ConfigError]) -> dict[str, QualityFigure]:
+    """The quality figure of every mode the model runs in: `quality_modes`, or one `quality`."""
+    needed = {"none": ("non_thinking",), "thinking-only": ("thinking",)}.get(
+        thinking.mode, QUALITY_MODES)
+    given = m.get("quality_modes")
+    if given is None:
+        if "quality" not in m:
+            raise fail("quality_modes", "missing required key (or give one `quality`)")
+        if not 0 <= m["quality"] <= 100:
+            raise fail("quality", "must be between 0 and 100")
+        return {mode: QualityFigure(mode, float(m["quality"]), "profile figure")
+                for mode in needed}
+    if "quality" in m:
+        raise fail("quality", "give quality_modes or quality, not both")
+    for mode in needed:
+        if mode not in given:
+            raise fail(f"quality_modes.{mode}", f"missing (a {thinking.mode} model runs in "
+                                                f"{' and '.join(needed)} mode)")
+    for mode in given:
+        if mode not in needed:
+            raise fail(f"quality_modes.{mode}", f"this {thinking.mode} model has no {mode} mode")
+    return {mode: QualityFigure(mode, float(given[mode]["score"]), given[mode]["basis"])
+            for mode in needed}
+
+
+def _build_source(s: Mapping[str, Any], check: _Where, path: str,
+                  estimate: Callable[[str, bool], int]) -> GgufSource:
     def fail(key: str, message: str) -> ConfigError:
         return check.fail(join(path, key), message)
 
@@ -640,15 +794,18 @@ def _build_source(s: Mapping[str, Any], check: _Where, path: str) -> GgufSource:
         raise fail("revision", f"{revision!r} is not a commit hash")
     if not s["quants"]:
         raise fail("quants", "list at least one quant")
+    output_copy = s.get("output_copy", False)
     quants = {}
     for name, q in s["quants"].items():
+        if "size" not in q:
+            q = {**q, "size": estimate(name, output_copy), "estimated": True}
         quants[name] = _build_quant_file(name, q, repo, pattern, split, revision,
                                          s["confirmed"], check, join(join(path, "quants"),
                                                                       name))
     return GgufSource(repo=repo, file_pattern=pattern, split_pattern=split,
                       confirmed=s["confirmed"], gated=s.get("gated", False), revision=revision,
                       mmproj=s.get("mmproj"), mmproj_size=s.get("mmproj_size"),
-                      quants=MappingProxyType(quants))
+                      quants=MappingProxyType(quants), output_copy=output_copy)
 
 
 def _default_split(pattern: str) -> str:
@@ -671,7 +828,10 @@ def _build_quant_file(name: str, q: Mapping[str, Any], repo: str, pattern: str, 
         raise fail("parts", "must be at least 1")
     if total <= 0 or (part_sizes and min(part_sizes) <= 0):
         raise fail("size", "must be positive")
+    estimated = q.get("estimated", False)
     approx = q.get("approx", False)
+    if estimated and not approx:
+        raise fail("size", "missing: give the file's size, or approx = true to estimate it")
     listed = q.get("listed", False)
     if listed and not approx:
         raise fail("listed", "a listed (rounded) size also needs approx = true")
@@ -735,7 +895,7 @@ def load_catalog(extra_dirs: Sequence[Path] | None = None) -> Catalog:
 @lru_cache(maxsize=16)
 def _assemble(quants_sig: tuple[str, int, int],
               layers: tuple[tuple[tuple[str, int, int], ...], ...]) -> Catalog:
-    table, rule, points = _parse_quants_file(*quants_sig)
+    table, rule, points, size_rules = _parse_quants_file(*quants_sig)
     names = tuple(sorted(table, key=lambda n: (table[n].bpw, n)))  # ModelSpec.quants order
     order: dict[str, ModelSpec] = {}
     files: list[str] = []
@@ -743,7 +903,7 @@ def _assemble(quants_sig: tuple[str, int, int],
         in_layer: dict[str, str] = {}
         for sig in layer:
             files.append(sig[0])
-            for spec in _parse_model_file(*sig, names):
+            for spec in _parse_model_file(*sig, names, size_rules):
                 if spec.id in in_layer:
                     raise ConfigError(f"{sig[0]}: model id {spec.id!r} is also defined in "
                                       f"{in_layer[spec.id]}")
@@ -751,7 +911,7 @@ def _assemble(quants_sig: tuple[str, int, int],
                 order[spec.id] = spec  # replaces a model from an earlier layer, keeps its place
     models = tuple(order.values())
     return Catalog(all_models=models, quant_table=table, small_model_rule=rule,
-                   qwen_kld=points, files=tuple(files), _by_key=_index(models),
+                   qwen_kld=points, files=tuple(files), size_rules=size_rules, _by_key=_index(models),
                    _by_repo=_repo_index(models))
 
 
@@ -841,6 +1001,7 @@ def quant_file(spec: ModelSpec, quant: str) -> QuantFile:
 __all__ = [
     "ARCHITECTURES", "PRESET_NAMES", "THINKING_MODES", "THINKING_SWITCHES", "USE_CASES",
     "Catalog", "Experts", "GgufSource", "LinearAttention", "ModelSpec", "QuantFile", "QuantInfo",
-    "QwenKld", "SamplingPreset", "SmallModelRule", "Thinking", "clear_cache", "load_catalog",
-    "nearest_models", "quant_file", "resolve_catalog_ref",
+    "QUALITY_MODES", "QualityFigure", "QwenKld", "SamplingPreset", "SizeRules", "SmallModelRule",
+    "Thinking", "clear_cache", "estimate_size", "load_catalog", "nearest_models", "quant_file",
+    "resolve_catalog_ref",
 ]
