@@ -6,8 +6,12 @@
 2. Constraints: the plan must fit the budget, the model must support the context, and its typical
    decode speed (the geometric mean of the plan's low and high estimates) must reach the speed
    floor (default 10 tokens/s, a comfortable reading speed).
-3. Score: the model's quality prior for the use case (catalog `quality`, from published results
-   where there are some; see profiles/models/*.toml) less the quant's loss. The loss is the quant's
+3. Score: the model's quality prior for the use case, in the mode the chat will run (catalog
+   `quality_modes`: Qwen's published MMLU-Pro for that mode, else a named fallback; see
+   profiles/models/*.toml): `--use reasoning` means thinking, `think` (`qwen recommend
+   --think/--no-think`) chooses, otherwise the model's default mode; a model that has only one
+   mode is scored in it. Specialists score their `quality_for` figure at their use. Less the
+   quant's loss. The loss is the quant's
    mean KL divergence from llama.cpp's LLaMA-3-8B scoreboard (profiles/quants.toml; Llama data,
    no Qwen table exists) x 30 points, scaled by sqrt(8B / model size): small models lose more
    from the same quant, and under the small-model rule (at most ~2B parameters, fewer than 4 bits;
@@ -37,7 +41,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from qwencli.catalog import Catalog, ModelSpec, QuantFile, quant_file, resolve_catalog_ref
+from qwencli.catalog import (
+    Catalog,
+    ModelSpec,
+    QualityFigure,
+    QuantFile,
+    quant_file,
+    resolve_catalog_ref,
+)
 from qwencli.fit import Options, Plan, plan
 from qwencli.hardware.model import Budget, Hardware
 from qwencli.refs import DEFAULT_HUB_QUANT, CatalogRef, HubRef, ModelRef
@@ -65,6 +76,8 @@ class Candidate:
     score: float
     rejected: str | None  # why it cannot be recommended, or None
     too_slow: bool = False  # rejected only because it is under the speed floor
+    prior: float = 0.0  # the quality prior the score starts from
+    figure: QualityFigure | None = None  # the mode's figure the prior comes from
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,48 @@ def quant_loss(catalog: Catalog, spec: ModelSpec, quant: str) -> float:
     return loss
 
 
+MODE_WORDS = {"thinking": "thinking", "non_thinking": "non-thinking"}
+
+
+def quality_mode(spec: ModelSpec, use: str | None, think: bool | None = None) -> str:
+    """The mode a chat with this model runs in, so it is ranked by that mode's figure:
+    `think` when given and the model can switch, thinking for `--use reasoning`, else the
+    model's default. A model with one mode is always ranked in it."""
+    modes = spec.modes()
+    if len(modes) == 1:
+        return modes[0]
+    if think is not None:
+        return "thinking" if think else "non_thinking"
+    if use == "reasoning":
+        return "thinking"
+    return spec.default_mode
+
+
+def quality_prior(spec: ModelSpec, use: str | None,
+                  think: bool | None = None) -> tuple[float, QualityFigure]:
+    """The prior a candidate is scored from, and the mode's figure it rests on."""
+    figure = spec.quality_in(quality_mode(spec, use, think))
+    if use is not None and use in spec.quality_for:
+        return spec.quality_for[use], figure
+    return figure.score, figure
+
+
+def describe_prior(spec: ModelSpec, use: str, prior: float, figure: QualityFigure) -> str:
+    """'quality prior 29.7 for chat: MMLU-Pro, non-thinking (the model's default)'."""
+    mode = MODE_WORDS.get(figure.mode, figure.mode)
+    if len(spec.modes()) == 1:
+        mode += " (its only mode)"
+    elif figure.mode == spec.default_mode:
+        mode += " (the model's default)"
+    else:
+        mode += " (not the model's default)"
+    basis = "published MMLU-Pro" if figure.published else figure.basis
+    if use in spec.quality_for:
+        return (f"quality prior {prior:.1f} for {use}: the {use}-specialist figure "
+                f"(general {figure.score:.1f}, {basis}, {mode})")
+    return f"quality prior {prior:.1f} for {use}: {basis}, {mode}"
+
+
 def _placement(p: Plan) -> str:
     if not p.devices:
         return "on the CPU"
@@ -131,7 +186,7 @@ def _ctx_label(ctx: int) -> str:
 
 
 def _consider(catalog: Catalog, spec: ModelSpec, quant: str, hw: Hardware, budget: Budget,
-              ctx: int, min_speed: float, use: str) -> Candidate:
+              ctx: int, min_speed: float, use: str, think: bool | None = None) -> Candidate:
     qf = quant_file(spec, quant)
     p = plan(shape_from_catalog(spec, qf), hw, budget, Options(ctx=ctx), find_usable_ctx=False)
     speed = typical_speed(p)
@@ -139,7 +194,8 @@ def _consider(catalog: Catalog, spec: ModelSpec, quant: str, hw: Hardware, budge
     bonus = 0.0
     if speed > min_speed > 0:
         bonus = min(SPEED_BONUS_MAX, math.log2(speed / min_speed))
-    score = spec.quality_for_use(use) - loss + bonus
+    prior, figure = quality_prior(spec, use, think)
+    score = prior - loss + bonus
     rejected = None
     too_slow = False
     if ctx > spec.context_max:
@@ -151,7 +207,7 @@ def _consider(catalog: Catalog, spec: ModelSpec, quant: str, hw: Hardware, budge
         rejected = (f"would run at about {speed:.0f} tok/s ({_placement(p)}), under the "
                     f"{min_speed:g} tok/s floor")
         too_slow = True
-    return Candidate(spec, qf, p, speed, loss, score, rejected, too_slow)
+    return Candidate(spec, qf, p, speed, loss, score, rejected, too_slow, prior, figure)
 
 
 @dataclass(frozen=True)
@@ -183,7 +239,8 @@ def _bits(catalog: Catalog, quant: str) -> int:
 
 def choose_quant(catalog: Catalog, spec: ModelSpec, hw: Hardware, budget: Budget, *,
                  use: str | None = None, ctx: int | None = None,
-                 min_speed: float = DEFAULT_MIN_SPEED, every: bool = False) -> QuantChoice:
+                 min_speed: float = DEFAULT_MIN_SPEED, every: bool = False,
+                 think: bool | None = None) -> QuantChoice:
     """The quant of `spec` to run here: the one decision `recommend`, `fit`, `pull` and `chat`
     share (see the module docstring for the rule).
 
@@ -197,7 +254,7 @@ def choose_quant(catalog: Catalog, spec: ModelSpec, hw: Hardware, budget: Budget
     fitting: list[Candidate] = []
     by_size = sorted(spec.quants, key=lambda q: (quant_file(spec, q).size_bytes, q))
     for quant in by_size:  # smallest file first: once one does not fit, larger ones do not,
-        candidate = _consider(catalog, spec, quant, hw, budget, model_ctx, min_speed, use)
+        candidate = _consider(catalog, spec, quant, hw, budget, model_ctx, min_speed, use, think)
         if not candidate.plan.fits:
             break
         fitting.append(candidate)
@@ -207,7 +264,7 @@ def choose_quant(catalog: Catalog, spec: ModelSpec, hw: Hardware, budget: Budget
     if not fitting:
         usual = DEFAULT_HUB_QUANT if DEFAULT_HUB_QUANT in spec.quants else \
             spec.quants[len(spec.quants) // 2]
-        chosen = _consider(catalog, spec, usual, hw, budget, model_ctx, min_speed, use)
+        chosen = _consider(catalog, spec, usual, hw, budget, model_ctx, min_speed, use, think)
         return QuantChoice(chosen, f"no quant of {spec.id} fits this machine's memory at "
                                    f"{_ctx_label(model_ctx)} context; {usual} is the usual default",
                            False, chosen.speed < min_speed, (usual,))
@@ -292,16 +349,17 @@ def _reasons(best: Candidate, others: Sequence[Candidate], catalog: Catalog, use
     kld = f"KLD {quant_kld(catalog, best.quant.quant):.3f} on Llama-3-8B"
     if info is None or info.loss_assumed:
         kld += ", assumed"
+    figure = best.figure or best.spec.quality_in(best.spec.default_mode)
     reasons.append(
-        f"quality prior {best.spec.quality_for_use(use):.0f} for {use}; {best.quant.quant} "
+        f"{describe_prior(best.spec, use, best.prior, figure)}; {best.quant.quant} "
         f"costs about {best.loss:.1f} points ({kld})")
     if _is_specialist(best.spec, use):
         reasons.append(f"a {use}-specialised model: preferred for --use {use}")
     # The strongest model that did not make it, and why: the trade-off a person wants to see.
     better = [c for c in others if c.rejected and c.spec.id != best.spec.id
-              and c.spec.quality_for_use(use) > best.spec.quality_for_use(use)]
+              and c.prior > best.prior]
     if better:
-        nearest = min(better, key=lambda c: (c.spec.quality_for_use(use), -c.score))
+        nearest = min(better, key=lambda c: (c.prior, -c.score))
         reasons.append(f"{nearest.spec.id} ({nearest.quant.quant}) {nearest.rejected}")
     if best.quant.approx:
         reasons.append("file size from the catalog is an estimate; `qwen fit` reads the exact "
@@ -311,17 +369,20 @@ def _reasons(best: Candidate, others: Sequence[Candidate], catalog: Catalog, use
 
 def rank(catalog: Catalog, hw: Hardware, budget: Budget, *, use: str = "chat",
          ctx: int | None = None, min_speed: float | None = None,
-         top: int = 5) -> list[Pick]:
+         top: int = 5, think: bool | None = None) -> list[Pick]:
     """The best `top` picks, best first: one per model, at the quant `choose_quant` picks.
 
-    A floor the person set (`min_speed`) is strict. The default floor is not: when no model
+    `think` ranks hybrid models by their thinking (True) or non-thinking (False) figure; None:
+    the mode the chat runs by default (thinking for `reasoning`). A floor the person set
+    (`min_speed`) is strict. The default floor is not: when no model
     reaches it here, the best of what runs is shown, each pick saying it is under the floor.
     """
     if use not in USES:
         raise ValueError(f"unknown use {use!r}")
     strict = min_speed is not None
     min_speed = DEFAULT_MIN_SPEED if min_speed is None else min_speed
-    choices = [choose_quant(catalog, spec, hw, budget, use=use, ctx=ctx, min_speed=min_speed)
+    choices = [choose_quant(catalog, spec, hw, budget, use=use, ctx=ctx, min_speed=min_speed,
+                            think=think)
                for spec in catalog.models(use)]
     accepted = [c.candidate for c in choices if c.candidate.rejected is None]
     below_floor = not accepted and not strict

@@ -47,17 +47,27 @@ def recommend(
     ] = None,
     top: Annotated[int, typer.Option("--top", metavar="K", min=1,
                                      help="How many picks to show.")] = 5,
+    think: Annotated[Optional[bool], typer.Option(  # noqa: UP045
+        "--think/--no-think", show_default=False,
+        help="Rank models that can switch by their thinking (or non-thinking) quality figure; "
+             "default: the mode the chat runs (thinking for --use reasoning, else each "
+             "model's default).")] = None,
     json_output: JsonOpt = False,
     *,
     whatif: WhatIf,
 ) -> None:
     """Rank the Qwen models and quants that fit this machine, with the memory plan and speed.
 
+    Quality is Qwen's published MMLU-Pro for the mode the chat will run, or a named fallback
+    where Qwen publishes none; the reasons say which figure and mode were used.
+
     Examples:
 
       qwen recommend
 
       qwen recommend --use code --ctx 32768
+
+      qwen recommend --no-think
 
       qwen recommend --hardware apple-m2-8gb --json
     """
@@ -69,7 +79,7 @@ def recommend(
     finite("--min-speed", min_speed)
     hardware, budget = machine(whatif)
     picks = rank(load_catalog(), hardware, budget, use=use, ctx=ctx, min_speed=min_speed,
-                 top=top)
+                 top=top, think=think)
     floor = DEFAULT_MIN_SPEED if min_speed is None else min_speed
     if json_output:
         output.print_json(reports.recommend_document(picks, hardware, budget, use, ctx, floor))
