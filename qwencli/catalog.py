@@ -70,7 +70,7 @@ from qwencli.tomlfile import Field, join
 
 SCHEMA_VERSION = 1
 QUALITY_MODES = ("thinking", "non_thinking")
-PUBLISHED_BASIS = "MMLU-Pro"  # the basis of a figure Qwen publishes (tests hold it to the reference)
+PUBLISHED_BASIS = "MMLU-Pro"  # a figure Qwen publishes (tests hold it to the reference)
 # Size-rule classes: how a family's GGUF files spend bits (quants.toml [sizes.<class>]).
 SIZE_CLASSES = {"qwen2": "dense", "qwen3": "dense", "qwen2moe": "moe", "qwen3moe": "moe",
                 "qwen35": "hybrid", "qwen3next": "hybrid-moe", "qwen35moe": "hybrid-moe"}
@@ -911,8 +911,8 @@ def _assemble(quants_sig: tuple[str, int, int],
                 order[spec.id] = spec  # replaces a model from an earlier layer, keeps its place
     models = tuple(order.values())
     return Catalog(all_models=models, quant_table=table, small_model_rule=rule,
-                   qwen_kld=points, files=tuple(files), size_rules=size_rules, _by_key=_index(models),
-                   _by_repo=_repo_index(models))
+                   qwen_kld=points, files=tuple(files), size_rules=size_rules,
+                   _by_key=_index(models), _by_repo=_repo_index(models))
 
 
 def _repo_index(models: tuple[ModelSpec, ...]) -> Mapping[str, ModelSpec]:
@@ -999,9 +999,29 @@ def quant_file(spec: ModelSpec, quant: str) -> QuantFile:
 
 
 __all__ = [
-    "ARCHITECTURES", "PRESET_NAMES", "THINKING_MODES", "THINKING_SWITCHES", "USE_CASES",
-    "Catalog", "Experts", "GgufSource", "LinearAttention", "ModelSpec", "QuantFile", "QuantInfo",
-    "QUALITY_MODES", "QualityFigure", "QwenKld", "SamplingPreset", "SizeRules", "SmallModelRule",
-    "Thinking", "clear_cache", "estimate_size", "load_catalog", "nearest_models", "quant_file",
+    "ARCHITECTURES",
+    "PRESET_NAMES",
+    "QUALITY_MODES",
+    "THINKING_MODES",
+    "THINKING_SWITCHES",
+    "USE_CASES",
+    "Catalog",
+    "Experts",
+    "GgufSource",
+    "LinearAttention",
+    "ModelSpec",
+    "QualityFigure",
+    "QuantFile",
+    "QuantInfo",
+    "QwenKld",
+    "SamplingPreset",
+    "SizeRules",
+    "SmallModelRule",
+    "Thinking",
+    "clear_cache",
+    "estimate_size",
+    "load_catalog",
+    "nearest_models",
+    "quant_file",
     "resolve_catalog_ref",
 ]

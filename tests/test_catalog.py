@@ -13,7 +13,6 @@ from qwencli.catalog import (
     ARCHITECTURES,
     USE_CASES,
     Catalog,
-    ModelSpec,
     clear_cache,
     load_catalog,
     quant_file,
