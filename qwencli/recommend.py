@@ -362,7 +362,8 @@ def _reasons(best: Candidate, others: Sequence[Candidate], catalog: Catalog, use
         nearest = min(better, key=lambda c: (c.prior, -c.score))
         reasons.append(f"{nearest.spec.id} ({nearest.quant.quant}) {nearest.rejected}")
     if best.quant.approx:
-        reasons.append("file size from the catalog is an estimate; `qwen fit` reads the exact "
+        what = "a rounded listing figure" if best.quant.listed else "an estimate"
+        reasons.append(f"file size from the catalog is {what}; `qwen fit` reads the exact "
                        "header")
     return tuple(reasons)
 
