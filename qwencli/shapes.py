@@ -71,6 +71,9 @@ def shape_from_gguf(model: GgufModel, name: str | None = None) -> ModelShape:
     experts: dict[int, int] = defaultdict(int)
     repackable: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     has_kv: set[int] = set()
+    # A Gated DeltaNet layer's fused projection is also named attn_qkv (llama.cpp's converter
+    # maps Qwen3.5's linear_attn.in_proj_qkv to it): its ssm_* tensors say it keeps a state.
+    recurrent_layers: set[int] = set()
     token_embd = output = 0
     output_repackable: dict[str, int] = defaultdict(int)
     token_embd_shape = None
@@ -95,10 +98,13 @@ def shape_from_gguf(model: GgufModel, name: str | None = None) -> ModelShape:
             experts[layer] += tensor.n_bytes
         if ".attn_k." in tensor.name or ".attn_qkv." in tensor.name:
             has_kv.add(layer)
+        if ".ssm_" in tensor.name:
+            recurrent_layers.add(layer)
         if len(tensor.shape) >= 2 and tensor.shape[1] % 4 == 0:
             repackable[layer][tensor.ggml_type] += tensor.n_bytes
     if not has_output:  # tied embeddings: llama.cpp uses the token embedding as the output layer
         output += token_embd
+    has_kv -= recurrent_layers
     recurrent = numbers.recurrent_bytes
     layers = tuple(
         LayerShape(

@@ -9,7 +9,12 @@ import pytest
 from qwencli.catalog import load_catalog, quant_file
 from qwencli.gguf_info import read_model
 from qwencli.shapes import shape_from_catalog, shape_from_gguf
-from tests.gguf_fixtures import QWEN3_0_6B, write_header_only_gguf, write_qwen_gguf
+from tests.gguf_fixtures import (
+    QWEN3_0_6B,
+    TensorSpec,
+    write_header_only_gguf,
+    write_qwen_gguf,
+)
 
 
 def test_header_shape_accounts_for_every_tensor_byte(tmp_path: Path) -> None:
@@ -60,3 +65,37 @@ def test_catalog_shape_spreads_the_file_size(model_id: str) -> None:
         assert all(0 < layer.expert_bytes < layer.weight_bytes for layer in shape.layers)
     if spec.is_hybrid:
         assert all(layer.recurrent_bytes > 0 for layer in shape.layers if not layer.kv)
+
+
+def test_deltanet_layers_with_a_fused_qkv_keep_a_state_not_a_kv_cache(tmp_path: Path) -> None:
+    """Qwen3.5/3.6/3.8 and Qwen3-Next GGUFs name a Gated DeltaNet layer's projection attn_qkv
+    (llama.cpp's converter maps linear_attn.in_proj_qkv to it): its ssm_* tensors make it a
+    recurrent layer, so only every 4th layer holds a KV cache."""
+    n_embd, vocab = 256, 1024
+    tensors = [TensorSpec("token_embd.weight", (n_embd, vocab), "F16"),
+               TensorSpec("output_norm.weight", (n_embd,))]
+    for i in range(8):
+        if i % 4 == 3:  # gated attention
+            tensors += [TensorSpec(f"blk.{i}.attn_q.weight", (n_embd, 512), "F16"),
+                        TensorSpec(f"blk.{i}.attn_k.weight", (n_embd, 64), "F16"),
+                        TensorSpec(f"blk.{i}.attn_v.weight", (n_embd, 64), "F16"),
+                        TensorSpec(f"blk.{i}.attn_output.weight", (256, n_embd), "F16")]
+        else:  # Gated DeltaNet
+            tensors += [TensorSpec(f"blk.{i}.attn_qkv.weight", (n_embd, 384), "F16"),
+                        TensorSpec(f"blk.{i}.attn_gate.weight", (n_embd, 128), "F16"),
+                        TensorSpec(f"blk.{i}.ssm_conv1d.weight", (4, 384)),
+                        TensorSpec(f"blk.{i}.ssm_out.weight", (128, n_embd), "F16")]
+        tensors += [TensorSpec(f"blk.{i}.ffn_up.weight", (n_embd, 512), "F16"),
+                    TensorSpec(f"blk.{i}.ffn_down.weight", (512, n_embd), "F16")]
+    metadata = {f"qwen35.{k}": v for k, v in {
+        "block_count": 8, "embedding_length": n_embd, "attention.head_count": 4,
+        "attention.head_count_kv": 1, "attention.key_length": 64,
+        "attention.value_length": 64, "rope.dimension_count": 16, "context_length": 4096,
+        "feed_forward_length": 512, "ssm.state_size": 32, "ssm.conv_kernel": 4,
+        "ssm.inner_size": 128, "ssm.group_count": 2, "ssm.time_step_rank": 4}.items()}
+    path = write_header_only_gguf(tmp_path / "hybrid.gguf", tensors, arch="qwen35",
+                                  metadata=metadata)
+    shape = shape_from_gguf(read_model(path))
+    assert [layer.kv for layer in shape.layers] == [False, False, False, True] * 2
+    assert all(layer.recurrent_bytes > 0 for layer in shape.layers if not layer.kv)
+    assert all(layer.recurrent_bytes == 0 for layer in shape.layers if layer.kv)
