@@ -10,14 +10,14 @@
    `quality_modes`: Qwen's published MMLU-Pro for that mode, else a named fallback; see
    profiles/models/*.toml): `--use reasoning` means thinking, `think` (`qwen recommend
    --think/--no-think`) chooses, otherwise the model's default mode; a model that has only one
-   mode is scored in it. Specialists score their `quality_for` figure at their use. Less the
-   quant's loss. The loss is the quant's
-   mean KL divergence from llama.cpp's LLaMA-3-8B scoreboard (profiles/quants.toml; Llama data,
-   no Qwen table exists) x 30 points, scaled by sqrt(8B / model size): small models lose more
-   from the same quant, and under the small-model rule (at most ~2B parameters, fewer than 4 bits;
-   quantgap's Qwen3-0.6B Q3_K_M KLD is 0.40) the loss counts four times. A bonus of one point per
-   doubling of speed above the floor (at most 3) goes to faster plans, so a plan that keeps every
-   layer on the GPU beats a slower one of near-equal quality.
+   mode is scored in it. Specialists score their `quality_for` figure at their use. From the
+   prior the quant's loss is taken: the quant's mean KL divergence from llama.cpp's LLaMA-3-8B
+   scoreboard (profiles/quants.toml; Llama data, no Qwen table exists) x 30 points, scaled by
+   sqrt(8B / model size): small models lose more from the same quant, and under the small-model
+   rule (at most ~2B parameters, fewer than 4 bits; quantgap's Qwen3-0.6B Q3_K_M KLD is 0.40)
+   the loss counts four times. A bonus of one point per doubling of speed above the floor (at
+   most 3) goes to faster plans, so a plan that keeps every layer on the GPU beats a slower one
+   of near-equal quality.
 4. Specialists: for `code`, coder models form a first tier: when one fits, the picks start with
    them (a person asking for a code model wants the one trained for it: fill-in-the-middle,
    repository-level context, tool calls).
@@ -148,7 +148,7 @@ def quality_prior(spec: ModelSpec, use: str | None,
 
 
 def describe_prior(spec: ModelSpec, use: str, prior: float, figure: QualityFigure) -> str:
-    """'quality prior 29.7 for chat: MMLU-Pro, non-thinking (the model's default)'."""
+    """'quality prior 29.7 for chat: published MMLU-Pro, non-thinking (the model's default)'."""
     mode = MODE_WORDS.get(figure.mode, figure.mode)
     if len(spec.modes()) == 1:
         mode += " (its only mode)"
