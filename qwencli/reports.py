@@ -237,6 +237,31 @@ def fit_sections(result: FitResult, hw: Hardware) -> list[Section]:
                                                notes=tuple(notes))]
 
 
+def llama_args(result: FitResult) -> list[str]:
+    """The llama.cpp `llama-server` / `llama-cli` arguments that load the model as planned.
+
+    Checked against llama.cpp's common/arg.cpp (the copy vendored by llama-cpp-python 0.3.36):
+    `-m FNAME` (a local file) or `-hf REPO -hff FILE` (the Hub file planned), `-c N`, `-ngl N`,
+    `-ts N0,N1,...` (several GPUs), `-fa on|off`, `-ctk/-ctv TYPE`, `--n-cpu-moe N` (the experts of
+    the first N layers on the CPU, the same `blk.i.ffn_*_exps` patterns the plan names) and
+    `-fit off`, so llama.cpp's own fitting does not change the plan."""
+    p = result.plan
+    file = result.file or p.model
+    parts = file.split("/", 2)
+    if result.choice is None or file.startswith(("/", ".", "~")) or len(parts) < 3:
+        args = ["-m", file]  # a local file, or a download in the cache
+    else:
+        args = ["-hf", f"{parts[0]}/{parts[1]}", "-hff", parts[2]]
+    args += ["-c", str(p.ctx), "-ngl", str(p.n_gpu_layers)]
+    if len(p.tensor_split) > 1:
+        args += ["-ts", ",".join(f"{share:.4g}" for share in p.tensor_split)]
+    args += ["-fa", "on" if p.flash_attn else "off", "-ctk", p.kv_type, "-ctv", p.kv_type]
+    if p.moe_cpu_layers:
+        args += ["--n-cpu-moe", str(p.moe_cpu_layers)]
+    args += ["-fit", "off"]
+    return args
+
+
 def recommend_document(picks: Sequence[Pick], hw: Hardware, budget: Budget, use: str,
                        ctx: int | None, min_speed: float) -> dict[str, Any]:
     return {
