@@ -57,12 +57,12 @@ those host tensors, at RAM bandwidth. Memory: the host holds the experts of laye
 and repacked where the CPU repacks that type: llama-model-loader.cpp picks the CPU's extra buffer
 types for a tensor overridden to CPU); the GPUs hold the rest. For prompt batches llama.cpp's
 scheduler copies a CPU-resident expert tensor to the GPU to multiply there (ggml-backend's
-`offload_op` for batches of 32 tokens or more), so a GPU that holds such layers also reserves one
-layer's experts in its compute buffer (an assumption, cautious). The planner takes the smallest N
-whose GPU part fits, and keeps whichever of this and whole-layer offload is faster within the
-budgets (`plan`). Speed: the expert bytes read from host RAM are timed at RAM bandwidth with the
-CPU's efficiency, plus a share of the CPU's per-layer cost for each such layer and a GPU-CPU
-hand-over (`_moe_speed`).
+`offload_op` for batches of 32 tokens or more; llama.cpp PR #15346 copies only the experts used),
+so each GPU also reserves one layer's experts in its compute buffer (an assumption, cautious).
+The planner takes the smallest N whose GPU part fits, and keeps whichever of this and
+whole-layer offload is faster within the budgets (`plan`). Speed: the expert bytes read from
+host RAM are timed at RAM bandwidth with the CPU's efficiency, plus a share of the CPU's
+per-layer cost for each such layer and a GPU-CPU hand-over (`_moe_speed`).
 """
 
 from __future__ import annotations
