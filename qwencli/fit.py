@@ -47,6 +47,22 @@ expert tensors. The range: high = empty context, best efficiency; low = full con
 read too), worst efficiency. Efficiencies were measured here for the CPU (against the measured
 copy bandwidth); for GPUs they follow published llama.cpp results (50-75% of peak, about 0.14 ms
 per layer, fit-anchors.md section 8).
+
+MoE expert placement (llama.cpp's `--n-cpu-moe N`, i.e. `-ot "blk.I.ffn_*_exps=CPU"` for
+i < N). When a MoE model does not fit the GPUs whole, llama.cpp can offload every layer and the
+output layer (`-ngl` all) but keep the routed-expert tensors (`ffn_{gate,up,down,gate_up}_exps`)
+of the first N layers in host memory: attention, the router, shared experts, norms and the KV
+cache of every layer stay on the GPU. A token then reads only its 8-of-128 experts' share of
+those host tensors, at RAM bandwidth. Memory: the host holds the experts of layers < N (mapped,
+and repacked where the CPU repacks that type: llama-model-loader.cpp picks the CPU's extra buffer
+types for a tensor overridden to CPU); the GPUs hold the rest. For prompt batches llama.cpp's
+scheduler copies a CPU-resident expert tensor to the GPU to multiply there (ggml-backend's
+`offload_op` for batches of 32 tokens or more; llama.cpp PR #15346 copies only the experts used),
+so each GPU also reserves one layer's experts in its compute buffer (an assumption, cautious).
+The planner takes the smallest N whose GPU part fits, and keeps whichever of this and
+whole-layer offload is faster within the budgets (`plan`). Speed: the expert bytes read from
+host RAM are timed at RAM bandwidth with the CPU's efficiency, plus a share of the CPU's
+per-layer cost for each such layer and a GPU-CPU hand-over (`_moe_speed`).
 """
 
 from __future__ import annotations
@@ -133,6 +149,9 @@ class Options:
     flash_attn: bool = True
     n_gpu_layers: int | None = None  # None: the most that fits
     n_ubatch: int = N_UBATCH
+    # MoE: layers (from the first) whose routed experts stay on the host; None: the planner's
+    # choice (only when n_gpu_layers is None too), 0: none
+    moe_cpu_layers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +214,12 @@ class Plan:
     flash_attn: bool
     kv_type: str
     speed: Speed
+    moe_cpu_layers: int = 0  # MoE: layers whose routed experts stay in host memory
+
+    @property
+    def expert_overrides(self) -> tuple[str, ...]:
+        """llama.cpp tensor-override patterns (to the CPU buffer type) for the host experts."""
+        return expert_override_patterns(self.moe_cpu_layers)
 
     @property
     def breakdown(self) -> Breakdown:
@@ -309,8 +334,10 @@ def _split_layers(counts_needed: int, gpus: Sequence[_Gpu], per_layer: Sequence[
 
 
 def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
-            n_gpu_layers: int, gpus: Sequence[_Gpu]) -> tuple[DevicePlan, list[DevicePlan], bool]:
-    """Host and device plans for one n_gpu_layers; the bool says whether the split fitted."""
+            n_gpu_layers: int, gpus: Sequence[_Gpu],
+            n_cpu_moe: int = 0) -> tuple[DevicePlan, list[DevicePlan], bool]:
+    """Host and device plans for one n_gpu_layers (and MoE expert placement); the bool says
+    whether the split fitted."""
     n = shape.n_layers
     ngl = max(0, min(n_gpu_layers, n + 1)) if gpus else 0
     output_on_gpu = ngl >= 1
@@ -322,15 +349,20 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
                   for layer in shape.layers]
     host_layers = [i for i in range(n) if i < first_gpu_layer]
     gpu_layers = [i for i in range(n) if i >= first_gpu_layer]
+    # MoE expert placement: the routed experts of offloaded layers below n_cpu_moe stay on the host.
+    moved = {i: shape.layers[i].expert_bytes for i in gpu_layers if i < n_cpu_moe}
+    expert_copy = max(moved.values(), default=0)  # one layer's experts copied for prompt batches
 
     # Host.
     host_weights = shape.token_embd_bytes + sum(shape.layers[i].weight_bytes for i in host_layers)
     host_weights += sum(repacked_bytes(shape.layers[i].repackable, repack) for i in host_layers)
+    host_weights += sum(moved.values()) + sum(_expert_repacked(shape.layers[i], repack)
+                                              for i in moved)
     if not output_on_gpu:
         host_weights += shape.output_host_bytes + repacked_bytes(shape.output_repackable, repack)
     host_kv = sum(layer_state_bytes(shape, shape.layers[i], opts.ctx, opts.kv_type)
                   for i in host_layers)
-    host_compute = activation_bytes(shape, opts.n_ubatch) if host_layers or not gpus else \
+    host_compute = activation_bytes(shape, opts.n_ubatch) if host_layers or moved or not gpus else \
         4 * opts.n_ubatch * shape.n_embd
     if host_layers and not opts.flash_attn:
         host_compute += attention_scores_bytes(shape, opts.ctx, opts.n_ubatch)
@@ -346,9 +378,10 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
         if not opts.flash_attn:
             compute += attention_scores_bytes(shape, opts.ctx, opts.n_ubatch)
         logits = 4 * shape.n_vocab * opts.n_ubatch
+        compute += expert_copy
         fixed = [compute] * len(gpus)
         fixed[-1] = max(compute, logits) + shape.output_bytes
-        per_layer = [layer_cost[i] for i in gpu_layers]
+        per_layer = [layer_cost[i] - moved.get(i, 0) for i in gpu_layers]
         counts = _split_layers(len(gpu_layers), gpus, per_layer, fixed)
         if counts is None:
             fitted = False
@@ -360,7 +393,7 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
             taken = gpu_layers[position:position + counts[g]]
             position += counts[g]
             holds_output = g == len(gpus) - 1
-            weights = sum(shape.layers[i].weight_bytes for i in taken)
+            weights = sum(shape.layers[i].weight_bytes - moved.get(i, 0) for i in taken)
             kv = sum(layer_state_bytes(shape, shape.layers[i], opts.ctx, opts.kv_type)
                      for i in taken)
             gpu_compute = 0
@@ -483,7 +516,11 @@ def max_context(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options) 
     limit = max(CTX_PAD, shape.ctx_train)
 
     def fits(ctx: int) -> bool:
-        return _plan_at(shape, hw, budget, replace(opts, ctx=ctx), gpus)[3]
+        at = replace(opts, ctx=ctx)
+        if _plan_at(shape, hw, budget, at, gpus)[3]:
+            return True
+        moe = _moe_at(shape, hw, budget, at, gpus)
+        return moe is not None and moe[3]
 
     if not fits(CTX_PAD):
         return 0
@@ -510,6 +547,18 @@ def plan(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options, *,
         raise ValueError(f"unknown KV cache type {opts.kv_type!r}")
     gpus = _usable_gpus(hw, budget)
     ngl, host, devices, fits = _plan_at(shape, hw, budget, opts, gpus)
+    speed = estimate_speed(shape, hw, host, devices, opts)
+    # MoE expert placement (see the module docstring): kept when it fits and is faster.
+    n_cpu_moe = 0
+    moe = _moe_at(shape, hw, budget, opts, gpus)
+    if moe is not None:
+        moe_n, moe_host, moe_devices, moe_fits = moe
+        moe_speed = _moe_speed(estimate_speed(shape, hw, moe_host, moe_devices, opts),
+                               shape, hw, moe_devices, opts, moe_n)
+        if (moe_fits, _typical(moe_speed)) > (fits, _typical(speed)) \
+                or opts.moe_cpu_layers is not None:
+            ngl, host, devices, fits = shape.n_layers + 1, moe_host, moe_devices, moe_fits
+            speed, n_cpu_moe = moe_speed, moe_n
     total_layers = sum(device.layers for device in devices)
     tensor_split = tuple(device.layers / total_layers for device in devices) \
         if total_layers else ()
@@ -520,5 +569,106 @@ def plan(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options, *,
         n_layers=shape.n_layers, host=host, devices=tuple(devices),
         unified_pool=budget.unified_pool, tensor_split=tensor_split,
         flash_attn=opts.flash_attn, kv_type=opts.kv_type,
-        speed=estimate_speed(shape, hw, host, devices, opts),
+        speed=speed, moe_cpu_layers=n_cpu_moe,
     )
+
+
+# ------------------------------------------------------------------------------------------
+# MoE expert placement (llama.cpp's --n-cpu-moe; see the module docstring)
+
+# llama.cpp's LLM_FFN_EXPS_REGEX (common/common.h) after `blk\.N`, as `--n-cpu-moe N` builds it.
+EXPERT_TENSOR_REGEX = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+
+
+# A layer whose only CPU work is its experts runs a few of a layer's graph nodes there (the three
+# expert matrix products, the gating and the weighted sum: about 6 of some 15 per layer), so it pays
+# that share of the CPU's per-layer cost, plus one hand-over each way between GPU and CPU (an
+# estimate: a few microseconds per copy and a stream synchronisation).
+MOE_CPU_OP_SHARE = 0.4
+MOE_SYNC_COST = 0.03e-3
+
+
+def expert_override_patterns(n_layers: int) -> tuple[str, ...]:
+    """The `-ot` patterns `--n-cpu-moe n_layers` makes: layer i's routed experts, i < n."""
+    return tuple(f"blk\\.{i}{EXPERT_TENSOR_REGEX}" for i in range(max(0, n_layers)))
+
+
+def _expert_repacked(layer: LayerShape, repack: frozenset[str]) -> int:
+    """The repacked copy of a layer's experts: its repackable bytes in the experts' share."""
+    if not layer.weight_bytes:
+        return 0
+    return int(repacked_bytes(layer.repackable, repack) * layer.expert_bytes / layer.weight_bytes)
+
+
+def _typical(speed: Speed) -> float:
+    return math.sqrt(max(speed.low, 0.0) * max(speed.high, 0.0))
+
+
+def _moe_at(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
+            gpus: Sequence[_Gpu]) -> tuple[int, DevicePlan, list[DevicePlan], bool] | None:
+    """Every layer offloaded with the experts of the first N layers on the host: N as given
+    (`opts.moe_cpu_layers`), or the smallest N whose GPU part fits. None when it does not apply
+    (no GPU, not a MoE, --gpu-layers given, or even all experts on the host leave the GPUs
+    short)."""
+    n = shape.n_layers
+    if not gpus or not shape.n_expert or not any(layer.expert_bytes for layer in shape.layers):
+        return None
+    ngl = n + 1
+    if opts.moe_cpu_layers is not None:
+        if opts.moe_cpu_layers <= 0:
+            return None
+        count = min(opts.moe_cpu_layers, n)
+        host, devices, fitted = _memory(shape, hw, budget, opts, ngl, gpus, count)
+        return count, host, devices, _fits(host, devices, fitted)
+    if opts.n_gpu_layers is not None:
+        return None
+
+    def gpus_hold(count: int) -> bool:
+        _host, devices, fitted = _memory(shape, hw, budget, opts, ngl, gpus, count)
+        return fitted and all(device.fits for device in devices)
+
+    if gpus_hold(0) or not gpus_hold(n):
+        return None  # the whole model fits (whole-layer offload has it), or nothing helps
+    low, high = 0, n  # gpus_hold(high) is true, gpus_hold(low) false
+    while high - low > 1:
+        middle = (low + high) // 2
+        if gpus_hold(middle):
+            high = middle
+        else:
+            low = middle
+    host, devices, fitted = _memory(shape, hw, budget, opts, ngl, gpus, high)
+    return high, host, devices, _fits(host, devices, fitted)
+
+
+def _moe_speed(base: Speed, shape: ModelShape, hw: Hardware, devices: Sequence[DevicePlan],
+               opts: Options, n_cpu_moe: int) -> Speed:
+    """`base` (every layer on the GPUs) with the active experts of layers < n_cpu_moe read
+    from host RAM instead: their GPU time comes off, their RAM time and the CPU's per-layer
+    cost go on."""
+    if n_cpu_moe <= 0 or base.high <= 0 or base.low <= 0:
+        return base
+    active_share = (shape.n_expert_used / shape.n_expert) if shape.n_expert else 1.0
+    gpu_by_index = {gpu.index: gpu for gpu in hw.gpus}
+    ram_bw = hw.memory.bandwidth.bytes_per_s if hw.memory.bandwidth else 20e9
+    slow, fast = 1 / base.low, 1 / base.high
+    host_read = 0
+    position = 0
+    for device in devices:  # device plans list their repeating layers in order, from layer 0
+        repeating = device.layers - (1 if device is devices[-1] else 0)
+        indices = range(position, position + repeating)
+        position += repeating
+        read = sum(int(shape.layers[i].expert_bytes * active_share)
+                   for i in indices if i < n_cpu_moe)
+        gpu = gpu_by_index.get(device.index)
+        bw = gpu.bandwidth.bytes_per_s if gpu and gpu.bandwidth else 100e9
+        slow -= read / (bw * GPU_EFFICIENCY[0])
+        fast -= read / (bw * GPU_EFFICIENCY[1])
+        host_read += read
+    layers = min(n_cpu_moe, shape.n_layers)
+    cost_slow, cost_fast = (c * MOE_CPU_OP_SHARE + MOE_SYNC_COST for c in CPU_LAYER_COST)
+    host_slow = host_read / (ram_bw * CPU_EFFICIENCY[0]) + layers * cost_slow
+    host_fast = host_read / (ram_bw * CPU_EFFICIENCY[1]) + layers * cost_fast
+    slow = max(slow, 1e-9) + host_slow
+    fast = max(fast, 1e-9) + host_fast
+    bottleneck = "host" if host_fast > fast - host_fast else base.bottleneck
+    return replace(base, low=1 / slow, high=1 / fast, bottleneck=bottleneck)

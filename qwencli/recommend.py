@@ -18,6 +18,10 @@
    the loss counts four times. A bonus of one point per doubling of speed above the floor (at
    most 3) goes to faster plans, so a plan that keeps every layer on the GPU beats a slower one
    of near-equal quality.
+   A plan that leaves little room (`is_tight`: less spare than 5 % of the budget or 256 MiB,
+   whichever is larger) loses TIGHT_PENALTY points, so it ranks below an otherwise equal pick with
+   room, and is marked `tight` in the text and the JSON: a person whose machine is a little
+   busier than assumed would swap or fail to load it.
 4. Specialists: for `code`, coder models form a first tier: when one fits, the picks start with
    them (a person asking for a code model wants the one trained for it: fill-in-the-middle,
    repository-level context, tool calls).
@@ -64,6 +68,10 @@ SPEED_BONUS_MAX = 3.0
 SPECIALISTS = {"code": "coder"}
 SMALL_MODEL_MAX_PARAMS = 4_500_000_000  # "4B or less": Qwen3-4B and Qwen3.5-4B are 4.0B
 MIN_SMALL_MODEL_BITS = 4
+MIB = 1024**2
+TIGHT_SHARE = 0.05  # spare under this share of the budget ...
+TIGHT_MIN_BYTES = 256 * MIB  # ... or under this, whichever is larger, is tight
+TIGHT_PENALTY = 1.0  # points: about one quant step, so the roomier of two near-equal picks wins
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,7 @@ class Candidate:
     too_slow: bool = False  # rejected only because it is under the speed floor
     prior: float = 0.0  # the quality prior the score starts from
     figure: QualityFigure | None = None  # the mode's figure the prior comes from
+    tight: bool = False  # fits with little room (see is_tight)
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,7 @@ class Pick:
     score: float
     reasons: tuple[str, ...]
     below_floor: bool = False  # shown because nothing here reaches the speed floor
+    tight: bool = False  # fits with little room (see is_tight)
 
 
 def typical_speed(p: Plan) -> float:
@@ -169,6 +179,9 @@ def _placement(p: Plan) -> str:
     offloaded = p.n_gpu_layers
     total = p.n_layers + 1
     where = "unified memory" if p.unified_pool else "VRAM"
+    if p.moe_cpu_layers:
+        return (f"experts of {p.moe_cpu_layers} of {p.n_layers} layers in RAM, everything else "
+                f"in {where}")
     if offloaded >= total:
         return f"entirely in {where}"
     return f"{offloaded} of {total} layers in {where}, the rest on the CPU"
@@ -179,6 +192,26 @@ def _spare(p: Plan) -> int:
     if p.devices and not p.unified_pool:
         spare.append(p.host.budget_bytes - p.host.bytes)
     return min(spare)
+
+
+def _tight_at(spare: int, budget: int) -> bool:
+    return spare < max(TIGHT_SHARE * budget, TIGHT_MIN_BYTES)
+
+
+def is_tight(p: Plan) -> bool:
+    """Whether a fitting plan leaves less than max(5 % of the budget, 256 MiB) spare where
+    running out hurts: the host's RAM (on a unified machine, the whole pool), and a GPU that
+    holds the whole model. A partly offloaded plan fills its GPUs by design (the budget keeps
+    llama.cpp's 1 GiB margin, and one layer fewer makes room), so those are not counted."""
+    if not p.fits:
+        return False
+    device_bytes = sum(d.bytes for d in p.devices)
+    host_budget = p.host.budget_bytes + (device_bytes if p.unified_pool else 0)
+    if _tight_at(p.host.budget_bytes - p.host.bytes, host_budget):
+        return True
+    whole = p.devices and p.n_gpu_layers >= p.n_layers + 1 and not p.moe_cpu_layers
+    return bool(whole) and any(_tight_at(d.budget_bytes - d.bytes, d.budget_bytes)
+                               for d in p.devices)
 
 
 def _ctx_label(ctx: int) -> str:
@@ -196,6 +229,9 @@ def _consider(catalog: Catalog, spec: ModelSpec, quant: str, hw: Hardware, budge
         bonus = min(SPEED_BONUS_MAX, math.log2(speed / min_speed))
     prior, figure = quality_prior(spec, use, think)
     score = prior - loss + bonus
+    tight = is_tight(p)
+    if tight:
+        score -= TIGHT_PENALTY
     rejected = None
     too_slow = False
     if ctx > spec.context_max:
@@ -207,7 +243,8 @@ def _consider(catalog: Catalog, spec: ModelSpec, quant: str, hw: Hardware, budge
         rejected = (f"would run at about {speed:.0f} tok/s ({_placement(p)}), under the "
                     f"{min_speed:g} tok/s floor")
         too_slow = True
-    return Candidate(spec, qf, p, speed, loss, score, rejected, too_slow, prior, figure)
+    return Candidate(spec, qf, p, speed, loss, score, rejected, too_slow, prior, figure,
+                     tight)
 
 
 @dataclass(frozen=True)
@@ -342,6 +379,9 @@ def _reasons(best: Candidate, others: Sequence[Candidate], catalog: Catalog, use
         f"{_ctx_label(p.ctx)} context, about {best.speed:.0f} tok/s "
         f"({p.speed.low:.0f}-{p.speed.high:.0f})",
     ]
+    if best.tight:
+        reasons[0] += (f"; tight: less than {TIGHT_SHARE:.0%} of the budget or "
+                       f"{format_bytes(TIGHT_MIN_BYTES)} spare, so a busier machine may swap")
     if best.too_slow:
         reasons[0] += (f", under the {min_speed:g} tok/s floor: no model reaches it on this "
                        "machine")
@@ -395,7 +435,7 @@ def rank(catalog: Catalog, hw: Hardware, budget: Budget, *, use: str = "chat",
                 and not (below_floor and c.candidate.too_slow)]
     return [Pick(c.spec, c.quant, use, plan_for(c.spec, c.quant, hw, budget, c.plan.ctx), c.speed,
                  round(c.score, 2), _reasons(c, rejected, catalog, use, min_speed),
-                 below_floor) for c in ordered]
+                 below_floor, c.tight) for c in ordered]
 
 
 def plan_for(spec: ModelSpec, qf: QuantFile, hw: Hardware, budget: Budget, ctx: int) -> Plan:

@@ -128,6 +128,8 @@ def _breakdown_document(b: Breakdown) -> dict[str, int]:
 
 def plan_document(p: Plan) -> dict[str, Any]:
     """The plan object shared by `qwen fit --json` and each `qwen recommend --json` pick."""
+    from qwencli.recommend import is_tight
+
     return {
         "model": p.model,
         "quant": p.quant,
@@ -140,6 +142,9 @@ def plan_document(p: Plan) -> dict[str, Any]:
         "flash_attn": p.flash_attn,
         "kv_type": p.kv_type,
         "tensor_split": list(p.tensor_split),
+        "moe_cpu_layers": p.moe_cpu_layers,
+        "tensor_overrides": [f"{pattern}=CPU" for pattern in p.expert_overrides],
+        "tight": is_tight(p),
         "memory": {
             "host_bytes": p.host_bytes,
             "host_budget_bytes": p.host.budget_bytes,
@@ -167,6 +172,11 @@ def placement_text(p: Plan) -> str:
         return f"all {p.n_layers} layers on the CPU"
     total = p.n_layers + 1
     where = ", ".join(f"{d.layers} on GPU {d.index} ({d.name})" for d in p.devices if d.layers)
+    if p.moe_cpu_layers:
+        gpus = ", ".join(f"GPU {d.index} ({d.name})" for d in p.devices if d.layers)
+        memory = "unified memory" if p.unified_pool else "VRAM"
+        return (f"experts of {p.moe_cpu_layers} of {p.n_layers} layers in RAM, everything else "
+                f"in {memory} ({gpus})")
     if p.n_gpu_layers >= total:
         return f"all {p.n_layers} layers and the output layer on the GPU: {where}"
     return f"{p.n_gpu_layers} of {total} layers on the GPU ({where}), the rest on the CPU"
@@ -227,6 +237,31 @@ def fit_sections(result: FitResult, hw: Hardware) -> list[Section]:
                                                notes=tuple(notes))]
 
 
+def llama_args(result: FitResult) -> list[str]:
+    """The llama.cpp `llama-server` / `llama-cli` arguments that load the model as planned.
+
+    Checked against llama.cpp's common/arg.cpp (the copy vendored by llama-cpp-python 0.3.36):
+    `-m FNAME` (a local file) or `-hf REPO -hff FILE` (the Hub file planned), `-c N`, `-ngl N`,
+    `-ts N0,N1,...` (several GPUs), `-fa on|off`, `-ctk/-ctv TYPE`, `--n-cpu-moe N` (the experts of
+    the first N layers on the CPU, the same `blk.i.ffn_*_exps` patterns the plan names) and
+    `-fit off`, so llama.cpp's own fitting does not change the plan."""
+    p = result.plan
+    file = result.file or p.model
+    parts = file.split("/", 2)
+    if result.choice is None or file.startswith(("/", ".", "~")) or len(parts) < 3:
+        args = ["-m", file]  # a local file, or a download in the cache
+    else:
+        args = ["-hf", f"{parts[0]}/{parts[1]}", "-hff", parts[2]]
+    args += ["-c", str(p.ctx), "-ngl", str(p.n_gpu_layers)]
+    if len(p.tensor_split) > 1:
+        args += ["-ts", ",".join(f"{share:.4g}" for share in p.tensor_split)]
+    args += ["-fa", "on" if p.flash_attn else "off", "-ctk", p.kv_type, "-ctv", p.kv_type]
+    if p.moe_cpu_layers:
+        args += ["--n-cpu-moe", str(p.moe_cpu_layers)]
+    args += ["-fit", "off"]
+    return args
+
+
 def recommend_document(picks: Sequence[Pick], hw: Hardware, budget: Budget, use: str,
                        ctx: int | None, min_speed: float) -> dict[str, Any]:
     return {
@@ -258,6 +293,7 @@ def recommend_document(picks: Sequence[Pick], hw: Hardware, budget: Budget, use:
                 "score": pick.score,
                 "speed_tok_s": round(pick.speed, 1),
                 "below_speed_floor": pick.below_floor,
+                "tight": pick.tight,
                 "reasons": list(pick.reasons),
                 "file": {"repo": pick.quant.repo, "files": list(pick.quant.files),
                          "size_bytes": pick.quant.size_bytes, "approx": pick.quant.approx},
@@ -287,9 +323,13 @@ def recommend_sections(picks: Sequence[Pick], hw: Hardware, use: str, ctx: int |
             gpu_bytes = sum(d.bytes for d in p.devices)
             memory = f"{format_bytes(gpu_bytes)} GPU + {format_bytes(p.host_bytes)} RAM"
             placement = f"{p.n_gpu_layers}/{p.n_layers + 1} GPU"
+            if p.moe_cpu_layers:
+                placement = f"GPU, experts {p.moe_cpu_layers}/{p.n_layers} CPU"
         else:
             memory = f"{format_bytes(p.host_bytes)} RAM"
             placement = "CPU"
+        if pick.tight:
+            memory += " tight"
         table.append((str(number), pick.spec.id, pick.quant.quant, _ctx_text(p.ctx), placement,
                       memory, f"{p.speed.low:.0f}-{p.speed.high:.0f}", f"{pick.score:.1f}"))
     floor_note = (f"nothing here reaches {min_speed:g} tok/s: these are the best of what runs",) \

@@ -534,3 +534,62 @@ def qwen_raw_tensors(shape: QwenShape | None = None, weight_type: str = "F32") -
                               gguf.GGMLQuantizationType[spec.ggml_type].value, offset))
         offset += -(-tensor_nbytes(spec.shape, spec.ggml_type) // 32) * 32
     return rows
+
+
+def write_qwen3moe_gguf(path: str | Path, *, n_layers: int = 2, n_embd: int = 64,
+                        n_head: int = 4, n_head_kv: int = 2, head_dim: int = 16,
+                        n_expert: int = 8, n_expert_used: int = 2, n_ff_exp: int = 32,
+                        vocab: int | None = None, ctx: int = 4096,
+                        tokenizer: Tokenizer | None = None, seed: int = 0) -> Path:
+    """A complete, loadable `qwen3moe` GGUF (Qwen3-30B-A3B's architecture) with seeded random
+    F32 weights: attention as qwen3, then a router (`ffn_gate_inp`) and routed experts
+    (`ffn_{gate,up,down}_exps`, n_expert of them, n_expert_used per token)."""
+    tok = tokenizer or byte_level_tokenizer()
+    n_vocab = vocab or len(tok.tokens)
+    a = "qwen3moe"
+    path = Path(path)
+    writer = gguf.GGUFWriter(path, a)
+    writer.add_name("Qwen3 MoE test")
+    writer.add_file_type(_FILE_TYPE["F32"])
+    _add_metadata(writer, {
+        f"{a}.block_count": n_layers,
+        f"{a}.context_length": ctx,
+        f"{a}.embedding_length": n_embd,
+        f"{a}.feed_forward_length": n_ff_exp * n_expert_used,
+        f"{a}.attention.head_count": n_head,
+        f"{a}.attention.head_count_kv": n_head_kv,
+        f"{a}.rope.freq_base": 1_000_000.0,
+        f"{a}.attention.layer_norm_rms_epsilon": 1e-6,
+        f"{a}.attention.key_length": head_dim,
+        f"{a}.attention.value_length": head_dim,
+        f"{a}.expert_count": n_expert,
+        f"{a}.expert_used_count": n_expert_used,
+        f"{a}.expert_feed_forward_length": n_ff_exp,
+    })
+    _add_tokenizer(writer, tok, n_vocab)
+    e, q, kv = n_embd, n_head * head_dim, n_head_kv * head_dim
+    specs: list[tuple[str, tuple[int, ...]]] = [("token_embd.weight", (e, n_vocab))]
+    for i in range(n_layers):
+        b = f"blk.{i}."
+        specs += [(b + "attn_norm.weight", (e,)), (b + "attn_q.weight", (e, q)),
+                  (b + "attn_k.weight", (e, kv)), (b + "attn_v.weight", (e, kv)),
+                  (b + "attn_q_norm.weight", (head_dim,)), (b + "attn_k_norm.weight", (head_dim,)),
+                  (b + "attn_output.weight", (q, e)), (b + "ffn_norm.weight", (e,)),
+                  (b + "ffn_gate_inp.weight", (e, n_expert)),
+                  (b + "ffn_gate_exps.weight", (e, n_ff_exp, n_expert)),
+                  (b + "ffn_down_exps.weight", (n_ff_exp, e, n_expert)),
+                  (b + "ffn_up_exps.weight", (e, n_ff_exp, n_expert))]
+    specs += [("output_norm.weight", (e,)), ("output.weight", (e, n_vocab))]
+    rng = np.random.default_rng(seed)
+    for name, shape in specs:
+        np_shape = tuple(reversed(shape))
+        if name.endswith("norm.weight"):
+            data = np.ones(np_shape, dtype=np.float32)
+        else:
+            data = (rng.standard_normal(np_shape, dtype=np.float32) * 0.02).astype(np.float32)
+        writer.add_tensor(name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

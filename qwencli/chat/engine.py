@@ -3,7 +3,11 @@ chat template, stream tokens, report timings.
 
 Why each choice:
 - The `fit.Plan` decides n_gpu_layers, tensor_split, n_ctx, flash attention and the KV cache
-  type, so what `qwen recommend` / `qwen fit` promised is what is loaded.
+  type, so what `qwen recommend` / `qwen fit` promised is what is loaded. A MoE plan that keeps
+  the experts of the first N layers in host memory is applied as llama.cpp's `-ot` does it:
+  `llama_model_params.tensor_buft_overrides`, a NULL-terminated array of (pattern, CPU buffer
+  type), which the high-level `Llama()` does not take, so it is given to the params `Llama()`
+  builds (`_tensor_overrides`).
 - llama.cpp logs go through our own callback: silent unless verbose, but kept in a short buffer
   so that a failed load can say why in one line (not enough memory, a missing tensor, ...).
 - The prompt is rendered with llama-cpp-python's Jinja formatter from the GGUF's own
@@ -118,6 +122,7 @@ class ModelInfo:
     flash_attn: bool
     kv_type: str
     template_source: str  # "gguf" or "chatml (the file has no chat template)"
+    tensor_overrides: tuple[str, ...] = ()  # patterns of tensors kept in host memory (MoE)
 
 
 # ------------------------------------------------------------------------------------------
@@ -309,6 +314,71 @@ def _progress_reported(llama_cpp: Any) -> Iterator[None]:
     module.llama_model_default_params = with_progress
     try:
         yield
+    finally:
+        module.llama_model_default_params = original
+
+
+class _TensorOverride(ctypes.Structure):
+    """llama.h's `struct llama_model_tensor_buft_override { const char * pattern;
+    ggml_backend_buffer_type_t buft; }` (llama-cpp-python declares the field as a void pointer
+    and no structure for it)."""
+
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+GGML_BACKEND_DEVICE_TYPE_CPU = 0  # ggml-backend.h
+
+
+def cpu_buffer_type() -> int:
+    """The CPU device's buffer type, which is `ggml_backend_cpu_buffer_type()`: the one llama.cpp
+    compares an override with to pick the CPU's repacking buffer types too (as `-ot X=CPU`)."""
+    from llama_cpp import _ggml
+
+    lib = _ggml.libggml
+    lib.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+    lib.ggml_backend_dev_buffer_type.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_buffer_type.argtypes = [ctypes.c_void_p]
+    device = lib.ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU)
+    if not device:
+        raise EngineError("llama.cpp has no CPU device to keep the MoE experts on")
+    buft = lib.ggml_backend_dev_buffer_type(device)
+    if not buft:
+        raise EngineError("llama.cpp's CPU device has no buffer type")
+    return int(buft)
+
+
+def override_array(patterns: Sequence[str], buft: int) -> ctypes.Array[_TensorOverride]:
+    """The NULL-terminated override array for `patterns`, all to buffer type `buft`."""
+    array = (_TensorOverride * (len(patterns) + 1))()
+    for i, pattern in enumerate(patterns):
+        array[i].pattern = pattern.encode("ascii")
+        array[i].buft = buft
+    array[len(patterns)].pattern = None  # the terminator llama.cpp stops at
+    array[len(patterns)].buft = None
+    return array
+
+
+@contextlib.contextmanager
+def _tensor_overrides(patterns: Sequence[str]) -> Iterator[Any]:
+    """For the length of one load, give the params `Llama()` builds our override array (the
+    same way `_progress_reported` gives it the progress callback). Yields the array, which the
+    caller keeps alive as long as the model (llama.cpp keeps only the pointer)."""
+    if not patterns:
+        yield None
+        return
+    module = importlib.import_module("llama_cpp.llama_cpp")
+    original = module.llama_model_default_params
+    array = override_array(patterns, cpu_buffer_type())
+
+    def with_overrides() -> Any:
+        params = original()
+        params.tensor_buft_overrides = ctypes.cast(array, ctypes.c_void_p)
+        return params
+
+    module.llama_model_default_params = with_overrides
+    try:
+        yield array
     finally:
         module.llama_model_default_params = original
 
@@ -539,6 +609,7 @@ class Engine:
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self._pieces: dict[int, bytes] = {}
         self._buffer = ctypes.create_string_buffer(256)
+        self._tensor_override_array: Any = None
 
     @classmethod
     def load(cls, path: Path, plan: Plan, *, n_threads: int | None = None,
@@ -559,7 +630,9 @@ class Engine:
         _LOG.reset()
         threads = n_threads or default_threads(None)
         kv_type = KV_GGML_TYPES.get(plan.kv_type, 1)
-        with _LOAD as guard, _progress_reported(llama_cpp):
+        patterns = plan.expert_overrides
+        with _LOAD as guard, _progress_reported(llama_cpp), \
+                _tensor_overrides(patterns) as overrides:
             try:
                 llm = llama_cpp.Llama(
                     model_path=str(path),
@@ -593,8 +666,10 @@ class Engine:
         info = ModelInfo(path=path, n_ctx=llm.n_ctx(), n_ctx_train=llm._model.n_ctx_train(),
                          n_threads=threads, n_gpu_layers=plan.n_gpu_layers,
                          flash_attn=plan.flash_attn, kv_type=plan.kv_type,
-                         template_source=template.source)
-        return cls(llm, info, template)
+                         template_source=template.source, tensor_overrides=patterns)
+        engine = cls(llm, info, template)
+        engine._tensor_override_array = overrides  # llama.cpp holds only the pointer
+        return engine
 
     @property
     def n_ctx(self) -> int:

@@ -100,6 +100,10 @@ def fit(
         help="Put N layers on the GPU instead of the most that fit.")] = None,
     kv_type: Annotated[str, typer.Option(
         "--kv-type", metavar="TYPE", help="KV cache type: f16, q8_0 or q4_0.")] = "f16",
+    print_llama_args: Annotated[bool, typer.Option(
+        "--print-llama-args",
+        help="Print only the llama.cpp arguments (llama-server, llama-cli) for this plan.")
+    ] = False,
     json_output: JsonOpt = False,
     *,
     whatif: WhatIf,
@@ -117,6 +121,8 @@ def fit(
       qwen fit qwen3-14b:Q4_K_M --ctx 32768 --gpu "RTX 4090"
 
       qwen fit ./model.gguf --json
+
+      llama-server $(qwen fit qwen3-30b-a3b --print-llama-args)
     """
     from qwencli import output, reports
     from qwencli.catalog import load_catalog
@@ -127,7 +133,13 @@ def fit(
     hardware, budget = machine(whatif)
     result = fit_model(model, load_catalog(), hardware, budget, ctx=ctx, gpu_layers=gpu_layers,
                        kv_type=kv_type)
-    if json_output:
+    if print_llama_args and json_output:
+        raise UsageError("--print-llama-args and --json are two different outputs; give one")
+    if print_llama_args:
+        import shlex
+
+        output.write(shlex.join(reports.llama_args(result)) + "\n")
+    elif json_output:
         output.print_json(reports.fit_document(result))
     else:
         output.print_report(reports.fit_sections(result, hardware))

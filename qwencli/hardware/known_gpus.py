@@ -26,7 +26,7 @@ from typing import Any
 from qwencli import tomlfile
 from qwencli.errors import ConfigError
 from qwencli.hardware import metal
-from qwencli.hardware.model import Bandwidth, Gpu
+from qwencli.hardware.model import Bandwidth, Cpu, Gpu
 from qwencli.paths import bundled_profiles_dir
 from qwencli.tomlfile import Field
 from qwencli.units import parse_size
@@ -58,7 +58,15 @@ _ENTRY = {
     "bandwidth_gbs": Field("number", required=True, above=0),
     "unified": Field("bool"),
     "gpu_cores": Field("ints", minimum=1),
+    # a system on a chip brings its CPU and OS (all or none; unified entries only)
+    "cpu_model": Field("str", blank=False),
+    "cpu_arch": Field("str", blank=False),
+    "cpu_cores": Field("int", minimum=1),
+    "cpu_performance_cores": Field("int", minimum=1),
+    "cpu_features": Field("strs", blank=False),
+    "os": Field("str", choices=("linux", "darwin", "windows")),
 }
+_SOC_KEYS = ("cpu_model", "cpu_arch", "cpu_cores", "cpu_features", "os")
 _TABLE = {"gpu": Field("tables", required=True, sub=_ENTRY)}
 
 
@@ -78,6 +86,8 @@ class KnownGpu:
     bandwidth_bytes_per_s: int
     unified: bool  # shares system RAM (Apple Silicon, Jetson)
     gpu_cores: tuple[int, ...] = ()  # Apple: the GPU core counts this entry stands for
+    cpu: Cpu | None = None  # a system on a chip's CPU (Apple M-series, Jetson), else None
+    os: str | None = None  # the OS such a machine runs ("darwin" for Apple)
 
     @property
     def bandwidth_gbs(self) -> float:
@@ -173,6 +183,25 @@ def _entry(path: Path, key: str, raw: dict[str, Any]) -> KnownGpu:
     if memory is None and not unified:
         raise tomlfile.error(path, f"{key}.memory",
                              "missing required key (a GPU without unified = true needs it)")
+    soc = [k for k in _SOC_KEYS if k in raw]
+    if soc and len(soc) != len(_SOC_KEYS):
+        missing = ", ".join(k for k in _SOC_KEYS if k not in raw)
+        raise tomlfile.error(path, key, f"a system on a chip needs all of its CPU keys: "
+                                        f"missing {missing}")
+    if soc and not unified:
+        raise tomlfile.error(path, f"{key}.cpu_model",
+                             "only a unified GPU (a system on a chip) brings a CPU")
+    cpu = None
+    if soc:
+        cores = raw["cpu_cores"]
+        performance = raw.get("cpu_performance_cores")
+        if performance is not None and performance > cores:
+            raise tomlfile.error(path, f"{key}.cpu_performance_cores",
+                                 f"{performance} is more than cpu_cores {cores}")
+        cpu = Cpu(model=raw["cpu_model"], arch=raw["cpu_arch"], physical_cores=cores,
+                  logical_cores=cores,  # neither Apple's nor Jetson's cores have SMT
+                  features=tuple(sorted({f.lower() for f in raw["cpu_features"]})),
+                  performance_cores=performance)
     return KnownGpu(
         name=raw["name"],
         aliases=tuple(raw.get("aliases", ())),
@@ -182,6 +211,8 @@ def _entry(path: Path, key: str, raw: dict[str, Any]) -> KnownGpu:
         bandwidth_bytes_per_s=round(raw["bandwidth_gbs"] * 1e9),
         unified=unified,
         gpu_cores=tuple(raw.get("gpu_cores", ())),
+        cpu=cpu,
+        os=raw.get("os"),
     )
 
 

@@ -5,14 +5,22 @@ Every command that plans takes the same options; `resolve_hardware` turns them i
 
 * `--hardware NAME` starts from a named profile (`profiles.py`) instead of the probe, and the
   probe is not run at all; the other options then apply on top of the profile.
-* `--ram SIZE` sets total RAM; available = total less an idle-OS reserve of 10 % of RAM, at
-  least 0.5 GiB and at most 2 GiB (`profiles.idle_os_reserve`). A container limit is cleared
+* `--ram SIZE` sets total RAM; available = total less the OS's idle reserve (macOS 2.5 GiB;
+  others 10 % of RAM, at least 0.5 GiB and at most 2 GiB: `profiles.idle_os_reserve`), the same
+  rule the bundled profiles use. A container limit is cleared
   (the what-if machine has none); swap and RAM bandwidth stay as probed (or as the profile
   states). On a unified machine the GPU's pool follows the new RAM.
 * `--gpu NAME` replaces the GPUs with that card from the known-GPU table (memory, bandwidth,
   backend, vendor); an unknown name is a usage error that lists the nearest known names. An
   Apple chip or Jetson is unified whether or not `--unified` is given; a Jetson module brings
   its memory, which becomes the RAM unless `--ram` is given.
+* A GPU that is part of a system on a chip (Apple M-series, Jetson: the `cpu_*` keys of
+  `profiles/gpus.toml`) brings its machine, not just its GPU: the chip's CPU (architecture,
+  cores, performance cores, instruction sets), the OS it runs (macOS for Apple, with macOS's
+  reserve), the unified bandwidth as the RAM's, no swap, and a llama.cpp build for that CPU. So
+  `--ram 8GB --gpu "Apple M2"` and `--hardware apple-m2-8gb` describe the same Mac and plan
+  alike; this host's CPU and instruction sets never appear on another architecture. `--unified`
+  without a chip assumes an M2-class Mac (the bandwidth and CPU of the base chip, "assumed").
 * `--gpus N` makes N identical GPUs: N of `--gpu`, else N of the first probed GPU, else N
   generic GPUs from `--vram`. With none of those it is a usage error.
 * `--vram SIZE` sets total and free memory of each GPU. With no `--gpu` and no probed GPU it
@@ -59,6 +67,7 @@ GENERIC_GPU_NAME = "GPU (what-if)"
 GENERIC_UNIFIED_NAME = "Apple Silicon (what-if)"
 ASSUMED_GPU_BANDWIDTH = 360 * 10**9  # RTX 3060 12GB (profiles/gpus.toml): a mid-range CUDA card
 ASSUMED_UNIFIED_BANDWIDTH = 100 * 10**9  # Apple M2 / M3 (profiles/gpus.toml): the base chips
+ASSUMED_CHIP = "Apple M2"  # a bare --unified: the base chip whose bandwidth is assumed above
 
 
 @dataclass(frozen=True)
@@ -197,6 +206,9 @@ def apply(base: Hardware, whatif: WhatIf, *, table: Sequence[KnownGpu] | None = 
         return base
     known = _known_gpu(whatif.gpu_name, table) if whatif.gpu_name is not None else None
     cores = split_cores(whatif.gpu_name)[1] if whatif.gpu_name is not None else None
+    soc = _soc_of(base, whatif, known, table)
+    if soc is not None:
+        return _on_chip(base, whatif, known, cores, soc)
 
     memory = base.memory
     if whatif.ram_bytes is not None:
@@ -207,6 +219,7 @@ def apply(base: Hardware, whatif: WhatIf, *, table: Sequence[KnownGpu] | None = 
             swap_total_bytes=base.memory.swap_total_bytes,
             swap_free_bytes=base.memory.swap_free_bytes,
             origin=f"what-if --ram {size_text(whatif.ram_bytes)}",
+            os=base.os,
         )
     elif known is not None and known.unified and known.memory_bytes is not None:
         # A Jetson module brings its own memory, which is the machine's RAM.
@@ -243,6 +256,59 @@ def apply(base: Hardware, whatif: WhatIf, *, table: Sequence[KnownGpu] | None = 
         gpus=gpus,
         llama_cpp=llama_cpp,
         warnings=warnings,
+        source=f"{base.source} + what-if ({whatif.describe(label)})",
+    )
+
+
+def _soc_of(base: Hardware, whatif: WhatIf, known: KnownGpu | None,
+            table: Sequence[KnownGpu] | None) -> KnownGpu | None:
+    """The system on a chip the what-if machine is, when its GPU implies one: the named chip,
+    or for a bare `--unified` on a machine with no unified GPU the assumed base Apple chip."""
+    if whatif.cpu_only:
+        return None
+    if known is not None:
+        return known if known.unified and known.cpu is not None else None
+    if whatif.unified and not any(gpu.unified for gpu in base.gpus):
+        assumed = lookup(ASSUMED_CHIP, table=table)
+        if assumed is not None and assumed.cpu is not None:
+            return replace(assumed, cpu=replace(
+                assumed.cpu, model=f"Apple Silicon (what-if, assumed {assumed.name} CPU)"))
+    return None
+
+
+def _on_chip(base: Hardware, whatif: WhatIf, known: KnownGpu | None, cores: int | None,
+             soc: KnownGpu) -> Hardware:
+    """The what-if machine built around a system on a chip (see the module docstring)."""
+    assert soc.cpu is not None and soc.os is not None
+    if whatif.vram_bytes is not None or (whatif.gpu_count or 1) > 1:
+        raise UsageError(f"{soc.name} is a system on a chip with one GPU sharing its RAM; "
+                         "--vram and --gpus do not apply (give --ram)")
+    total = whatif.ram_bytes or soc.memory_bytes or base.memory.total_bytes
+    stated = f"--ram {size_text(whatif.ram_bytes)}" if whatif.ram_bytes else f"--gpu {soc.name}"
+    bandwidth = Bandwidth(
+        soc.bandwidth_bytes_per_s,
+        soc.bandwidth.source if known is not None else "assumed",
+        f"unified memory: {soc.name} specification (known-GPU table, profiles/gpus.toml)",
+    )
+    memory = stated_memory(total, available_bytes=None, bandwidth=bandwidth,
+                           origin=f"what-if {stated}", os=soc.os)
+    if known is not None:
+        gpu = soc.to_gpu(0, pool_bytes=total, cores=cores)
+    else:
+        gpu = _unified_gpu(base, None, None, total)
+    gpus = (gpu,)
+    llama_cpp = assumed_build(gpus, version=base.llama_cpp.version,
+                              cpu_features=soc.cpu.features)
+    label = known.name if known is not None else None
+    return replace(
+        base,
+        os=soc.os,
+        cpu=soc.cpu,
+        memory=memory,
+        gpus=gpus,
+        llama_cpp=llama_cpp,
+        warnings=tuple(offload_warnings(gpus, llama_cpp)),
+        notes=(),  # the probe's notes are about this host
         source=f"{base.source} + what-if ({whatif.describe(label)})",
     )
 

@@ -58,6 +58,23 @@ bandwidth_gbs = 360
 """
 
 
+SOC_KEYS = """cpu_model = "Test SoC"
+cpu_arch = "arm64"
+cpu_cores = 8
+cpu_features = ["neon", "dotprod"]
+os = "linux"
+"""
+
+
+def test_a_system_on_a_chip_brings_its_cpu(table_file) -> None:
+    path = table_file(GOOD_ENTRY.replace('memory = "12GB"\n', 'unified = true\nmemory = "8GB"\n')
+                      + SOC_KEYS)
+    (gpu,) = load_known_gpus(path)
+    assert gpu.os == "linux" and gpu.cpu is not None
+    assert gpu.cpu.arch == "arm64" and gpu.cpu.physical_cores == gpu.cpu.logical_cores == 8
+    assert gpu.cpu.features == ("dotprod", "neon") and gpu.cpu.performance_cores is None
+
+
 @pytest.mark.parametrize("name", REQUIRED)
 def test_bundled_table_covers_required_cards(name: str) -> None:
     assert lookup(name) is not None, name
@@ -71,9 +88,13 @@ def test_bundled_table_loads_and_is_cached() -> None:
 
 
 def test_every_number_in_the_table_has_a_source_comment() -> None:
-    for line in default_table_path().read_text(encoding="utf-8").splitlines():
-        if re.match(r"^(memory|bandwidth_gbs|gpu_cores)\s*=", line):
+    lines = default_table_path().read_text(encoding="utf-8").splitlines()
+    for before, line in zip(["", *lines], lines, strict=False):
+        if re.match(r"^(memory|bandwidth_gbs|gpu_cores|cpu_cores|cpu_performance_cores)\s*=",
+                    line):
             assert "# source:" in line, line
+        if line.startswith("cpu_features"):  # a list: its source is the line above
+            assert before.startswith("# source:"), line
 
 
 @pytest.mark.parametrize(
@@ -241,6 +262,12 @@ def test_custom_table(table_file) -> None:
         (GOOD_ENTRY + "gpu_cores = [0]\n", "gpu[0].gpu_cores[0]", "must be at least 1"),
         ("[[card]]\nname = 'x'\n", "card", "unknown key"),
         (GOOD_ENTRY + GOOD_ENTRY, None, "all match the name"),
+        (GOOD_ENTRY.replace('memory = "12GB"\n', "unified = true\n") + 'cpu_model = "X"\n',
+         "gpu[0]", "needs all of its CPU keys: missing cpu_arch, cpu_cores"),
+        (GOOD_ENTRY + SOC_KEYS, "gpu[0].cpu_model", "only a unified GPU"),
+        (GOOD_ENTRY.replace('memory = "12GB"\n', "unified = true\n") + SOC_KEYS
+         + "cpu_performance_cores = 9\n", "gpu[0].cpu_performance_cores",
+         "9 is more than cpu_cores 8"),
     ],
 )
 def test_schema_errors_name_file_and_key(

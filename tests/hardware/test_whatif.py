@@ -254,9 +254,16 @@ def test_unified_alone_makes_a_generic_apple_gpu_over_the_ram() -> None:
 
 
 def test_unified_without_ram_uses_the_probed_ram_as_the_pool() -> None:
+    # Changed with the honest what-if (issue 11): a bare --unified is an assumed M2-class Mac, so
+    # the pool is the probed RAM's size but availability follows macOS's reserve and the
+    # bandwidth is the assumed chip's, not this x86 host's measured figure.
     hw = apply(cpu_box(), WhatIf(unified=True))
     assert hw.gpus[0].total_bytes == 32 * GIB
-    assert hw.memory == cpu_box().memory
+    assert hw.memory.total_bytes == cpu_box().memory.total_bytes
+    assert hw.memory.available_bytes == 32 * GIB - 5 * GIB // 2
+    assert hw.memory.bandwidth is not None and hw.memory.bandwidth.source == "assumed"
+    assert hw.os == "darwin" and hw.cpu.arch == "arm64"
+    assert "assumed" in hw.cpu.model
 
 
 def test_unified_with_an_apple_chip() -> None:
