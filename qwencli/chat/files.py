@@ -222,9 +222,12 @@ def save_conversation(path: Path, document: Mapping[str, Any], *,
             os.chmod(path, mode)
 
 
-def read_limited(path: Path, limit: int = LOAD_LIMIT) -> bytes:
+def read_limited(path: Path, limit: int = LOAD_LIMIT,
+                 what: str = "/load reads a JSON file") -> bytes:
     """The bytes of a regular file of at most `limit` bytes (QwenError otherwise: a folder, a
-    device such as /dev/zero, a FIFO, a larger file, one that cannot be read)."""
+    device such as /dev/zero, a FIFO, a larger file, one that cannot be read). `what`: who
+    reads what, for the messages."""
+    reader = what.split(" reads ")[0]
     try:
         fd = open_regular(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -232,12 +235,12 @@ def read_limited(path: Path, limit: int = LOAD_LIMIT) -> bytes:
     except OSError as exc:
         if exc.errno == 22:
             kind = "a folder" if path.is_dir() else "not a regular file"
-            raise QwenError(f"{path} is {kind}; /load reads a JSON file") from None
+            raise QwenError(f"{path} is {kind}; {what}") from None
         raise os_error(exc, path, "read") from None
     try:
         size = os.fstat(fd).st_size
         if size > limit:
-            raise QwenError(f"{path} is {_mib(size)}; /load reads at most {_mib(limit)}")
+            raise QwenError(f"{path} is {_mib(size)}; {reader} reads at most {_mib(limit)}")
         chunks: list[bytes] = []
         total = 0
         while True:
@@ -247,7 +250,7 @@ def read_limited(path: Path, limit: int = LOAD_LIMIT) -> bytes:
             chunks.append(chunk)
             total += len(chunk)
             if total > limit:  # it grew while we read
-                raise QwenError(f"{path} is over {_mib(limit)}; /load reads at most "
+                raise QwenError(f"{path} is over {_mib(limit)}; {reader} reads at most "
                                 f"{_mib(limit)}")
     except OSError as exc:
         raise os_error(exc, path, "read") from None
@@ -277,3 +280,20 @@ def load_conversation(path: Path) -> Conversation:
     except ValueError as exc:
         raise QwenError(f"{path}: not a JSON conversation ({exc})") from None
     return Conversation.from_document(document, str(path))
+
+
+SYSTEM_FILE_LIMIT = 1 << 20  # the largest --system-file
+
+
+def read_system_file(path: Path) -> str:
+    """--system-file: a UTF-8 text file of at most SYSTEM_FILE_LIMIT bytes (QwenError, in one
+    line, for anything else)."""
+    path = path.expanduser()
+    data = read_limited(path, SYSTEM_FILE_LIMIT, what="--system-file reads a text file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise QwenError(f"{path}: not UTF-8 text (byte {exc.start:,})") from None
+    if not text.strip():
+        raise QwenError(f"{path} is empty; --system-file needs the system prompt's text")
+    return text.strip()

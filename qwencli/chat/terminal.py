@@ -10,6 +10,7 @@ between tokens. The conversation itself is chat.session; which model, chat.selec
 from __future__ import annotations
 
 import contextlib
+import secrets
 import signal
 import sys
 from collections.abc import Mapping
@@ -23,8 +24,17 @@ from qwencli.chat.files import (
     History,
     history_file,
     load_conversation,
+    read_system_file,
     save_conversation,
     save_target,
+)
+from qwencli.chat.logbook import (
+    ChatLog,
+    Header,
+    continued_model,
+    continued_settings,
+    past_messages,
+    read_continued,
 )
 from qwencli.chat.select import (
     Fetch,
@@ -54,6 +64,7 @@ from qwencli.errors import EXIT_INTERRUPTED, EXIT_OK, QwenError, UsageError
 
 if TYPE_CHECKING:
     from qwencli.chat.engine import ModelInfo
+    from qwencli.logs import LoggedConversation
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,10 @@ class ChatOptions:
     stream: bool = True
     verbose: bool = False
     assume_yes: bool = False
+    system_file: Path | None = None
+    continue_latest: bool = False  # -c: continue the latest logged conversation
+    conversation_id: int | None = None  # --cid: continue this one
+    no_log: bool = False
 
 
 _DIM, _RESET = "\x1b[2m", "\x1b[0m"
@@ -317,8 +332,12 @@ def _fetcher(console: ChatConsole, assume_yes: bool, can_ask: bool) -> Fetch | N
 
 def run_chat(opts: ChatOptions, machine: Machine) -> int:
     """`qwen chat`: choose the mode, the model, load it, answer. Returns the exit code."""
+    from qwencli.logs import log_path, logging_enabled
+
     if opts.hide_thinking and opts.show_thinking:
         raise UsageError("--hide-thinking and --show-thinking contradict each other")
+    if opts.system is not None and opts.system_file is not None:
+        raise UsageError("--system and --system-file contradict each other; give one")
     console = ChatConsole()
     terminal = _stdin_is_terminal()
     piped = None if terminal else read_piped_stdin()
@@ -331,50 +350,108 @@ def run_chat(opts: ChatOptions, machine: Machine) -> int:
         raise UsageError("--json needs a prompt (one-shot mode): qwen chat --json \"...\"")
     if not one_shot:
         history_file()  # a QWEN_NOHISTORY that is neither yes nor no: said before the load
+    system = read_system_file(opts.system_file) if opts.system_file else opts.system
+    past = (read_continued(opts.conversation_id)
+            if opts.continue_latest or opts.conversation_id is not None else None)
+    chat_log = ChatLog(log_path() if logging_enabled(opts.no_log) else None,
+                       conversation=past)  # opens the file while the model loads
+    try:
+        return _run_chat(opts, machine, console, text, system, past, chat_log)
+    finally:
+        chat_log.close()
+        for warning in chat_log.warnings():
+            console.warn(warning)
 
-    choice = resolve_model(opts.model, machine=machine,
+
+def _run_chat(opts: ChatOptions, machine: Machine, console: ChatConsole, text: str | None,
+              system: str | None, past: LoggedConversation | None, chat_log: ChatLog) -> int:
+    think, overrides = opts.think, dict(opts.overrides)
+    model = opts.model
+    if past is not None:
+        past_think, past_overrides = continued_settings(past)
+        think = past_think if think is None else think
+        overrides = {**past_overrides, **overrides}
+        system = past.system if system is None else system
+        model = model or continued_model(past)
+    choice = resolve_model(model, machine=machine,
                            fetch=_fetcher(console, opts.assume_yes, output.can_ask()))
     hw, budget = machine()
-    if not one_shot:
+    if text is None:
         console.note(f"loading {choice.label} ...")
     loaded = open_model(choice, LoadRequest(opts.ctx, opts.gpu_layers, opts.threads,
                                             opts.verbose), hw, budget)
     for note in loaded.notes:
         console.warn(note)
     engine = loaded.engine
+    conversation = Conversation(system=system,
+                                messages=past_messages(past) if past is not None else [])
     session = Session(engine=engine, support=thinking_support(choice.spec, engine.template),
-                      spec=choice.spec, conversation=Conversation(system=opts.system),
-                      think=opts.think, overrides=dict(opts.overrides),
+                      spec=choice.spec, conversation=conversation,
+                      think=think, overrides=overrides,
                       max_ctx=max(loaded.max_ctx, engine.n_ctx))
+    chat_log.describe(_log_header(session, choice, loaded))
     warning = session.thinking().warning
     if warning:
         console.warn(warning)
     if session.thinking().on and session.sampling().temperature == 0:
         console.warn("Qwen advises against greedy decoding (temperature 0) while thinking: "
                      "it can repeat itself endlessly")
+    if past is not None:
+        console.note(f"continuing conversation {past.id} ({len(conversation.messages)} "
+                     "messages)")
     try:
-        if one_shot:
-            assert text is not None
-            return run_once(session, text, opts, console, choice, loaded)
-        return run_repl(session, opts, console, choice, loaded)
+        if text is not None:
+            code = run_once(session, text, opts, console, choice, loaded, chat_log,
+                            trim=past is not None)
+        else:
+            code = run_repl(session, opts, console, choice, loaded, chat_log)
+        if opts.verbose and chat_log.enabled:
+            chat_log.flush()
+            console.note(f"log: conversation {chat_log.conversation_id} in {chat_log.path}; "
+                         f"the chat waited {chat_log.waited_s * 1000:.2f} ms for it, "
+                         f"{chat_log.worked_s * 1000:.2f} ms of work in the background")
+        return code
     finally:
         engine.close()
 
 
+def _log_header(session: Session, choice: ModelChoice, loaded: Loaded) -> Header:
+    """What the log records about this conversation (and a continuation reads back)."""
+    return Header(model=choice.label, quant=loaded.quant, path=str(choice.path),
+                  system=session.conversation.system, thinking=session.thinking().on,
+                  think=session.think, overrides=dict(session.overrides))
+
+
 def run_once(session: Session, text: str, opts: ChatOptions, console: ChatConsole,
-             choice: ModelChoice, loaded: Loaded) -> int:
-    """One prompt, one answer, then exit (0, or 130 when Ctrl-C stopped the answer)."""
+             choice: ModelChoice, loaded: Loaded, chat_log: ChatLog | None = None, *,
+             trim: bool = False) -> int:
+    """One prompt, one answer, then exit (0, or 130 when Ctrl-C stopped the answer).
+    `trim`: a continued conversation drops its oldest turns to fit (a new one never has
+    any to drop)."""
+    chat_log = chat_log or ChatLog(None)
     printer = ReplyPrinter(console, thinking_to=_thinking_target(opts, True),
                            stream=opts.stream)
-    with InterruptFlag() as flag:
-        reply = session.reply(text, trim=False, on_piece=None if opts.json else printer,
-                              should_stop=flag)
-    sampling = session.sampling()
+    chat_log.user(text)
+    try:
+        with InterruptFlag() as flag:
+            reply = session.reply(text, trim=trim, on_piece=None if opts.json else printer,
+                                  should_stop=flag)
+    except QwenError:
+        chat_log.not_kept()
+        raise
+    sampling = reply.sampling or session.sampling()
+    if reply.kept:
+        chat_log.answer(reply, sampling)
+    else:
+        chat_log.not_kept()
     if opts.json:
-        output.print_json(reply_document(reply, choice.label, quant=loaded.quant,
-                                         path=choice.path, sampling=sampling,
-                                         thinking_on=session.thinking().on,
-                                         n_ctx=session.engine.n_ctx))
+        document = reply_document(reply, choice.label, quant=loaded.quant, path=choice.path,
+                                  sampling=sampling, thinking_on=session.thinking().on,
+                                  n_ctx=session.engine.n_ctx)
+        if chat_log.enabled:
+            chat_log.flush()  # the id is the writer's; a few hundred microseconds
+            document["conversation_id"] = chat_log.conversation_id
+        output.print_json(document)
     elif reply.kept:  # no answer at all (Ctrl-C before the first token): stdout stays empty
         printer.finish()
     _after_reply(reply, session, console, opts.verbose)
@@ -405,10 +482,11 @@ HELP_TEXT = "\n".join([*COMMANDS.values(),
 
 
 def run_repl(session: Session, opts: ChatOptions, console: ChatConsole, choice: ModelChoice,
-             loaded: Loaded) -> int:
+             loaded: Loaded, chat_log: ChatLog | None = None) -> int:
     """The interactive session. Returns 0 when the person leaves (/bye or Ctrl-D), 128 + the
     signal's number when SIGTERM or SIGHUP ends it."""
     history = History(history_file(), console.warn)
+    chat_log = chat_log or ChatLog(None)
     engine = session.engine
     info: ModelInfo = engine.info
     label = _model_label(choice, loaded)
@@ -420,7 +498,7 @@ def run_repl(session: Session, opts: ChatOptions, console: ChatConsole, choice: 
     console.note("type a message; /help for commands, /bye or Ctrl-D to leave")
     with EndSignals() as ending:
         try:
-            _loop(session, opts, console, choice, label, history, ending)
+            _loop(session, opts, console, choice, label, history, ending, chat_log)
             code = EXIT_OK
         except SessionEnded as ended:
             console.tell(f"\nended by {signal.Signals(ended.signum).name}\n")
@@ -432,7 +510,7 @@ def run_repl(session: Session, opts: ChatOptions, console: ChatConsole, choice: 
 
 
 def _loop(session: Session, opts: ChatOptions, console: ChatConsole, choice: ModelChoice,
-          label: str, history: History, ending: EndSignals) -> None:
+          label: str, history: History, ending: EndSignals, chat_log: ChatLog) -> None:
     """Read, run, repeat, until /bye or Ctrl-D. Ctrl-C never ends it: at the prompt it clears
     the line; during an answer or a command it stops that one step, and the conversation is
     as the step left it (whole: see Session.reply)."""
@@ -463,33 +541,65 @@ def _loop(session: Session, opts: ChatOptions, console: ChatConsole, choice: Mod
                     console.error(exc.message)
                     continue
                 if command is not None:
-                    if _run_command(command, session, console, choice, label) == "bye":
+                    outcome = _run_command(command, session, console, choice, label, chat_log)
+                    if outcome == "bye":
                         return
+                    if outcome == "regen":
+                        _answer(session, None, opts, console, label, ending, chat_log)
                     continue
                 message = message_text(text)
             if message.strip():
-                _answer(session, message, opts, console, label, ending)
+                _answer(session, message, opts, console, label, ending, chat_log)
         except KeyboardInterrupt:
             console.tell("\n")
             console.note("(interrupted)")
 
 
-def _answer(session: Session, message: str, opts: ChatOptions, console: ChatConsole,
-            label: str, ending: EndSignals | None = None) -> None:
+def _answer(session: Session, message: str | None, opts: ChatOptions, console: ChatConsole,
+            label: str, ending: EndSignals | None = None,
+            chat_log: ChatLog | None = None) -> None:
+    """Answer `message`, or (None) answer the last message again with a new seed (/regen)."""
+    chat_log = chat_log or ChatLog(None)
     printer = ReplyPrinter(console, thinking_to=_thinking_target(opts, False),
                            stream=opts.stream)
+    regen_seed = None
+    if message is None:
+        regen_seed = secrets.randbelow(2**32 - 1)
+        if not any(m["role"] == "user" for m in session.conversation.messages):
+            console.error("nothing to answer again yet")
+            return
+        console.note(f"(answering again with seed {regen_seed})")
+    else:
+        chat_log.user(message)
+
+    def should_stop() -> bool:
+        return flag.hit or (ending is not None and ending.pending is not None)
+
     try:
         with InterruptFlag() as flag:
-            reply = session.reply(
-                message, on_piece=printer,
-                should_stop=lambda: flag.hit or (ending is not None and
-                                                 ending.pending is not None))
+            if message is None:
+                reply = session.regenerate(seed=regen_seed, on_piece=printer,
+                                           should_stop=should_stop)
+            else:
+                reply = session.reply(message, on_piece=printer, should_stop=should_stop)
     except QwenError as exc:
+        if message is not None:
+            chat_log.not_kept()
         if printer.started:
             printer.finish()
         console.error(exc.message, exc.hint)
         return
+    sampling = reply.sampling or session.sampling()
+    if message is None and reply.kept:
+        chat_log.regenerated(reply, sampling)
+    elif message is not None:
+        if reply.kept:
+            chat_log.answer(reply, sampling)
+        else:
+            chat_log.not_kept()
     printer.finish()
+    for warning in chat_log.warnings():
+        console.warn(warning)
     if ending is not None:
         ending.check()
     if not reply.kept:
@@ -521,20 +631,37 @@ def _on_off(value: bool) -> str:
 
 
 def _run_command(command: Command, session: Session, console: ChatConsole,
-                 choice: ModelChoice, label: str) -> str | None:
-    """Carry out one slash command; "bye" ends the session."""
+                 choice: ModelChoice, label: str, chat_log: ChatLog | None = None) -> str | None:
+    """Carry out one slash command; "bye" ends the session, "regen" asks for the last
+    message to be answered again."""
     name, arg = command.name, command.arg
+    chat_log = chat_log or ChatLog(None)
     try:
         if name == "bye":
             return "bye"
+        if name == "regen":
+            return "regen"
         if name == "help":
             console.note(HELP_TEXT)
         elif name == "clear":
             session.conversation.clear()
+            _restart_log(chat_log, session)
             console.note("conversation cleared")
+        elif name == "undo":
+            gone = session.undo()
+            if gone:
+                chat_log.undo()
+                console.note(f"dropped the last exchange ({gone} message"
+                             f"{'s' if gone != 1 else ''}); "
+                             f"{len(session.conversation.messages)} left")
+            else:
+                console.note("nothing to undo")
+        elif name == "history":
+            console.note(history_text(session.conversation))
         elif name == "system":
             if arg:
                 session.conversation.system = arg
+                chat_log.system(arg)
                 console.note("system prompt set")
             else:
                 console.note(f"system prompt: {session.conversation.system or '(none)'}")
@@ -555,6 +682,7 @@ def _run_command(command: Command, session: Session, console: ChatConsole,
                 raise UsageError("/load needs a file name")
             loaded = load_conversation(Path(arg))
             session.conversation = loaded
+            _restart_log(chat_log, session, loaded.messages)
             console.note(f"loaded {len(loaded.messages)} messages from {arg}")
     except QwenError as exc:
         console.error(exc.message, exc.hint)
@@ -619,3 +747,33 @@ def _stats_text(session: Session, label: str) -> str:
     lines.append(f"thinking {_on_off(session.thinking().on)}; "
                  + ", ".join(f"{k}={v}" for k, v in session.settings().items()))
     return "\n".join(lines)
+
+
+def _restart_log(chat_log: ChatLog, session: Session,
+                 messages: list[dict[str, str]] | None = None) -> None:
+    """/clear and /load begin a new logged conversation (with the messages /load read)."""
+    chat_log.restart(session.conversation.system, messages or [], think=session.think,
+                     thinking=session.thinking().on, overrides=dict(session.overrides))
+
+
+HISTORY_SHOWN_CHARS = 300  # /history shortens longer messages
+
+
+def history_text(conversation: Conversation) -> str:
+    """/history: the system prompt and the turns so far, numbered, long messages shortened."""
+    lines = [f"system: {_shortened(conversation.system)}"] if conversation.system else []
+    turn = 0
+    for message in conversation.messages:
+        if message["role"] == "user":
+            turn += 1
+            lines.append(f"{turn:>3}  you:   {_shortened(message['content'])}")
+        else:
+            lines.append(f"     model: {_shortened(message['content'])}")
+    return "\n".join(lines) if lines else "no messages yet"
+
+
+def _shortened(text: str) -> str:
+    flat = " ".join(text.split())
+    if len(flat) <= HISTORY_SHOWN_CHARS:
+        return flat
+    return flat[:HISTORY_SHOWN_CHARS].rstrip() + f"... ({len(flat):,} characters)"

@@ -62,7 +62,7 @@ app = typer.Typer(
     cls=LazyGroup,
     help="Pick, download and chat with the right Qwen model for this computer.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     # Plain help text everywhere: Typer's Rich help costs ~70 ms of imports and rendering, which
     # put `qwen --help` over its 0.15 s budget on a terminal; plain text reads the same.
