@@ -250,7 +250,7 @@ class ConversationLog:
                 db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                      check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
-            raise _failure(exc, path, "open") from None
+            raise _failure(exc, path, "read" if read_only else "write") from None
         try:
             db.isolation_level = None  # transactions are ours: BEGIN ... COMMIT per message
             fts = _prepare(db, use_fts, writable=empty or not read_only)
@@ -350,11 +350,6 @@ class ConversationLog:
             db.execute(f"DELETE FROM messages WHERE conversation_id IN ({marks})", ids)
             cursor = db.execute(f"DELETE FROM conversations WHERE id IN ({marks})", ids)
             return cursor.rowcount
-
-    def remove_all(self) -> int:
-        with self._write() as db:
-            db.execute("DELETE FROM messages")
-            return db.execute("DELETE FROM conversations").rowcount
 
     # -- reading
 
