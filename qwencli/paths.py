@@ -58,3 +58,17 @@ def data_dir() -> Path:
     if sys.platform == "win32":
         return Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming") / "qwen"
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "qwen"
+
+
+def hub_cache() -> Path:
+    """The Hugging Face Hub cache folder, resolved like huggingface_hub does, but at call time
+    (here, not in `store`, so that shell completion finds it without loading the catalog)."""
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(os.path.expanduser(os.path.expandvars(explicit)))
+    home = os.environ.get("HF_HOME")
+    if not home:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                                ".cache")
+        home = os.path.join(xdg, "huggingface")
+    return Path(os.path.expanduser(os.path.expandvars(home))) / "hub"

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from qwencli.cli import _complete
 from qwencli.cli._common import command, command_app, lazy_machine
 
 app = command_app()
@@ -46,6 +47,7 @@ def chat(
         show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--model", "-m", metavar="MODEL", rich_help_panel=MODEL_PANEL,
+        autocompletion=_complete.models,
         help="A catalog name (qwen3-8b, qwen3-8b:q5_k_m), a Hub reference "
              "(Qwen/Qwen3-8B-GGUF:Q4_K_M) or a .gguf file. Default: $QWEN_MODEL, the "
              "config's default-model, the best downloaded model, the top recommendation."
