@@ -33,7 +33,9 @@ if TYPE_CHECKING:  # sqlite3 is imported where it is used: `qwen chat` imports i
     import sqlite3
 
 SCHEMA_VERSION = 1  # PRAGMA user_version of the file this code writes
-BUSY_TIMEOUT_S = 10.0  # how long a writer waits for another one's transaction
+# How long a writer waits for another one's transaction; the chat writes from a background
+# thread, so only its last flush ever waits this long.
+BUSY_TIMEOUT_S = 30.0
 DB_NAME = "logs.db"
 SNIPPET_CHARS = 80
 

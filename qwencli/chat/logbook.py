@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from qwencli.chat.session import Reply
     from qwencli.logs import ConversationLog, LoggedConversation, NewConversation
 
-FLUSH_TIMEOUT_S = 30.0  # longer than logs.BUSY_TIMEOUT_S: a locked log gives up first
+FLUSH_TIMEOUT_S = 60.0  # longer than logs.BUSY_TIMEOUT_S: a locked log gives up first
 
 
 @dataclass(frozen=True)
