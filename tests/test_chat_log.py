@@ -167,6 +167,25 @@ def test_cid_continues_the_conversation_it_names(model: Path, cache: Path,
     assert missing.stderr.splitlines()[0] == "error: no conversation 99 in the log"
 
 
+def test_a_continued_history_beyond_the_context_drops_the_oldest_turns(
+        model: Path, cache: Path, prompts_file: Path) -> None:
+    with ConversationLog.open() as log:
+        cid = log.start(NewConversation(model=model.name, path=str(model)))
+        for n in range(6):  # about 60 tokens a turn: more than a 256-token context holds
+            log.add(cid, NewMessage("user", f"turn {n} " + "word " * 25))
+            log.add(cid, NewMessage("assistant", "answer " * 25))
+    done = chat(cache, prompts_file, "--cid", str(cid), "--ctx", "256", "-n", "8", "short")
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"note: dropped the (\d+) oldest messages to fit the 256-token context",
+                      done.stderr)
+    assert found and int(found.group(1)) % 2 == 0, done.stderr  # whole turns
+    text = spy.prompts(prompts_file)[0]["text"]
+    assert "turn 0 " not in text and "turn 5 " in text and text.rstrip().endswith(
+        "<|im_start|>assistant")
+    with ConversationLog.open(read_only=True) as log:  # the log keeps every turn
+        assert len(log.get(cid).active) == 14
+
+
 def test_continue_with_nothing_logged_says_so(cache: Path, prompts_file: Path) -> None:
     done = chat(cache, prompts_file, "-c", "hello")
     assert done.returncode == 1
