@@ -227,9 +227,9 @@ def test_no_log_leaves_no_row(model: Path, cache: Path, prompts_file: Path, how:
     else:
         subprocess.run([sys.executable, "-m", "qwencli", "config", "set", "log", "false"],
                        check=True, capture_output=True, timeout=ceilings.PROCESS_S)
-    done = chat(cache, prompts_file, *args, "do not keep this", **env)
+    done = chat(cache, prompts_file, *args, "--json", "do not keep this", **env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip()
+    assert json.loads(done.stdout)["conversation_id"] is None
     assert not log_path().exists()  # not even an empty file
     assert logged() == []
 

@@ -448,9 +448,8 @@ def run_once(session: Session, text: str, opts: ChatOptions, console: ChatConsol
         document = reply_document(reply, choice.label, quant=loaded.quant, path=choice.path,
                                   sampling=sampling, thinking_on=session.thinking().on,
                                   n_ctx=session.engine.n_ctx)
-        if chat_log.enabled:
-            chat_log.flush()  # the id is the writer's; a few hundred microseconds
-            document["conversation_id"] = chat_log.conversation_id
+        chat_log.flush()  # the id is the writer's: a fraction of a millisecond
+        document["conversation_id"] = chat_log.conversation_id  # None: not logged
         output.print_json(document)
     elif reply.kept:  # no answer at all (Ctrl-C before the first token): stdout stays empty
         printer.finish()
