@@ -246,3 +246,78 @@ def test_logs_commands_on_a_damaged_file_say_so_in_one_line(tmp_path: Path) -> N
     assert done.stderr.splitlines()[0] == (f"error: the conversation log {damaged} is "
                                            "damaged (file is not a database)")
     assert "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# chat.logbook: a chat's events, written in order from the background
+
+
+def _reply(answer: str, seed: int | None = None) -> object:
+    from qwencli.chat.engine import Sampling, Stats
+    from qwencli.chat.session import Reply
+
+    stats = Stats(10, 10, 4, 0.1, 100.0, 20.0, 0.3, "stop", False)
+    return Reply(answer=answer, thinking="hmm", stats=stats, dropped=0,
+                 thinking_unfinished=False, sampling=Sampling(seed=seed))
+
+
+def _header(system: str | None = None) -> object:
+    from qwencli.chat.logbook import Header
+
+    return Header(model="m", quant="Q8_0", path="/m.gguf", system=system, thinking=True,
+                  think=None, overrides={"seed": 1})
+
+
+def test_chat_log_writes_turns_undo_regen_and_load_in_order() -> None:
+    from qwencli.chat.engine import Sampling
+    from qwencli.chat.logbook import ChatLog
+
+    chat_log = ChatLog(log_path())
+    chat_log.describe(_header("sys"))
+    chat_log.user("one")
+    chat_log.answer(_reply("first"), Sampling(seed=1))
+    chat_log.user("two")
+    chat_log.answer(_reply("second"), Sampling(seed=1))
+    chat_log.regenerated(_reply("second again", seed=9), Sampling(seed=9))
+    chat_log.user("too long")
+    chat_log.not_kept()
+    chat_log.undo()  # drops "two" and its (regenerated) answer
+    chat_log.system("new system")
+    chat_log.restart("loaded system", [{"role": "user", "content": "from a file"},
+                                       {"role": "assistant", "content": "saved answer"}])
+    chat_log.user("three")
+    chat_log.close()
+    assert chat_log.warnings() == []
+    with ConversationLog.open(read_only=True) as log:
+        first, second = sorted(s.id for s in log.recent())
+        one = log.get(first)
+        assert one.system == "new system" and one.settings["overrides"] == {"seed": 1}
+        assert [(m.role, m.content) for m in one.active] == [("user", "one"),
+                                                            ("assistant", "first")]
+        assert [m.content for m in one.messages if m.superseded] == [
+            "two", "second", "second again", "too long"]
+        assert one.messages[-2].sampling["seed"] == 9  # the regenerated answer's seed
+        two = log.get(second)
+        assert two.system == "loaded system"
+        assert [m.content for m in two.active] == ["from a file", "saved answer", "three"]
+
+
+def test_a_chat_log_that_fails_warns_once_and_never_blocks(tmp_path: Path) -> None:
+    from qwencli.chat.engine import Sampling
+    from qwencli.chat.logbook import ChatLog
+
+    damaged = tmp_path / "bad.db"
+    damaged.write_bytes(b"x" * 4096)
+    chat_log = ChatLog(damaged)
+    for n in range(5):
+        chat_log.user(f"message {n}")
+        chat_log.answer(_reply("answer"), Sampling())
+    chat_log.flush()
+    [warning] = chat_log.warnings()
+    assert "is damaged" in warning and warning.endswith("this chat is not logged")
+    chat_log.close()
+    assert chat_log.warnings() == [] and chat_log.conversation_id is None
+    off = ChatLog(None)  # logging off: nothing happens, nothing waits
+    off.user("x")
+    off.close()
+    assert not off.enabled and off.warnings() == []
