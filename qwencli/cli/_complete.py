@@ -13,7 +13,6 @@ traceback as garbage): anything that goes wrong offers nothing.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -60,6 +59,8 @@ def _folder_stamps(folder: Path, suffix: str = "") -> list[Any]:
 
 def _cached(key: str, fingerprint: list[Any], compute: Callable[[], Any]) -> Any:
     """`compute()`, or what it gave last time for the same fingerprint."""
+    import json
+
     from qwencli import __version__
     from qwencli.paths import cache_dir
 
