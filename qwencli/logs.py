@@ -337,10 +337,16 @@ class ConversationLog:
             db.execute(f"UPDATE messages SET superseded = 1 WHERE id IN ({marks})",
                        tuple(message_ids))
 
-    def set_system(self, conversation_id: int, system: str | None) -> None:
+    def describe(self, conversation_id: int, header: NewConversation) -> None:
+        """Replace a conversation's header (its model, system prompt or settings changed:
+        a continuation uses the latest)."""
         with self._write() as db:
-            db.execute("UPDATE conversations SET system = ? WHERE id = ?",
-                       (system, conversation_id))
+            db.execute(
+                "UPDATE conversations SET model = ?, quant = ?, path = ?, system = ?, "
+                "thinking = ?, settings = ? WHERE id = ?",
+                (header.model, header.quant, header.path, header.system,
+                 None if header.thinking is None else int(header.thinking),
+                 json.dumps(dict(header.settings)), conversation_id))
 
     def remove(self, conversation_ids: Sequence[int]) -> int:
         """Delete conversations and their messages; how many conversations went."""

@@ -474,6 +474,7 @@ def test_continue_in_the_repl(model: Path, cache: Path, prompts_file: Path) -> N
     try:
         shown = command(child, "/history")
         assert "1  you:   remember the number 42" in shown
+        assert "temperature = 0.25" in command(child, "/set temperature 0.25")
         ask(child, "which number?")
         text = spy.prompts(prompts_file)[-1]["text"]
         assert text.index("remember the number 42") < text.index("which number?")
@@ -489,3 +490,10 @@ def test_continue_in_the_repl(model: Path, cache: Path, prompts_file: Path) -> N
     assert [c for r, c in active(first) if r == "user"] == ["remember the number 42",
                                                             "which number?"]
     assert [c for r, c in active(second) if r == "user"] == ["fresh start"]
+    # the settings changed in the session are the conversation's now: --cid 1 uses them
+    assert first["settings"]["overrides"] == {"seed": 1, "max_tokens": 8, "temperature": 0.25}
+    assert second["settings"]["overrides"]["temperature"] == 0.25
+    done = chat(cache, prompts_file, "--cid", "1", "and now?")
+    assert done.returncode == 0, done.stderr
+    last = logged()[0]["messages"][-1]
+    assert last["sampling"]["temperature"] == 0.25 and last["sampling"]["max_tokens"] == 8

@@ -121,11 +121,20 @@ class ChatLog:
         self._put(self._restart, system, [dict(m) for m in messages], changes)
 
     def system(self, text: str | None) -> None:
-        self._put(self._system, text)
+        """/system TEXT."""
+        self._put(self._change, {"system": text})
+
+    def settings(self, think: bool | None, thinking: bool,
+                 overrides: Mapping[str, Any]) -> None:
+        """/set, /think, /no_think: the conversation records its latest settings (a
+        continuation uses them)."""
+        self._put(self._change, {"think": think, "thinking": thinking,
+                                 "overrides": dict(overrides)})
 
     def describe(self, header: Header) -> None:
-        """What a conversation started from here on records (the model is known only once
-        it is loaded; the log is opened before, while it loads)."""
+        """What the conversation records about itself: the model is known only once it is
+        loaded (the log is opened before, while it loads); a continued conversation takes
+        this run's model and settings as its latest."""
         self._put(self._describe, header)
 
     def flush(self) -> None:
@@ -243,13 +252,14 @@ class ChatLog:
         self._pending = messages
         self.header = _replace(self.header, system=system, **changes)
 
-    def _system(self, text: str | None) -> None:
-        self.header = _replace(self.header, system=text)
-        if self.conversation_id is not None:
-            self._write_log().set_system(self.conversation_id, text)
+    def _change(self, changes: dict[str, Any]) -> None:
+        self._describe(_replace(self.header, **changes))
 
     def _describe(self, header: Header) -> None:
+        changed = header != self.header
         self.header = header
+        if changed and self.conversation_id is not None:
+            self._write_log().describe(self.conversation_id, _new_conversation(header))
 
 
 def _replace(header: Header, **changes: Any) -> Header:

@@ -666,8 +666,10 @@ def _run_command(command: Command, session: Session, console: ChatConsole,
                 console.note(f"system prompt: {session.conversation.system or '(none)'}")
         elif name == "set":
             _set(arg, session, console)
+            chat_log.settings(session.think, session.thinking().on, session.overrides)
         elif name in ("think", "no_think"):
             session.think = name == "think"
+            chat_log.settings(session.think, session.thinking().on, session.overrides)
             choice_now = session.thinking()
             if choice_now.warning:
                 console.warn(choice_now.warning.replace("--think", "/think"))
