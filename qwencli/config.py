@@ -3,6 +3,8 @@
 Keys (`KEYS`):
 - `default-model`: the model `qwen chat` uses when neither -m nor QWEN_MODEL names one
   (set with `qwen config set default-model MODEL`, or by `qwen pull MODEL --default`).
+- `log`: whether `qwen chat` writes its conversations to the log (`true`, the default, or
+  `false`; `qwen config set log false`).
 
 The file is TOML with one `key = "value"` per line, so it can be edited by hand (a UTF-8 byte
 order mark, as Notepad writes, is fine); a malformed file is a one-line ConfigError naming it and
@@ -25,6 +27,7 @@ from qwencli.tomlfile import Field
 
 CONFIG_NAME = "config.toml"
 DEFAULT_MODEL = "default-model"
+LOG = "log"
 
 
 def _check_model(value: str) -> str:
@@ -40,9 +43,23 @@ def _check_model(value: str) -> str:
     return value.strip()
 
 
-KEYS: Mapping[str, tuple[str, Callable[[str], str]]] = {
+def _check_bool(value: str) -> bool:
+    """A yes/no setting as a person types it (envvars' words); stored as a TOML boolean."""
+    from qwencli.envvars import FALSE_WORDS, TRUE_WORDS
+
+    text = value.strip().lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS and text:
+        return False
+    raise UsageError(f"expected true or false, not {value!r}")
+
+
+KEYS: Mapping[str, tuple[str, Callable[[str], Any]]] = {
     DEFAULT_MODEL: ("the model `qwen chat` uses when -m and QWEN_MODEL are not given "
                     "(a catalog name, a Hub reference or a .gguf path)", _check_model),
+    LOG: ("whether `qwen chat` keeps its conversations in the log (`qwen logs`): true or "
+          "false (default true)", _check_bool),
 }
 
 
@@ -50,7 +67,7 @@ def config_path() -> Path:
     return config_dir() / CONFIG_NAME
 
 
-_SCHEMA = {key: Field("str") for key in KEYS}
+_SCHEMA = {DEFAULT_MODEL: Field("str"), LOG: Field("bool")}
 _FIX_HINT = f"fix the file, or delete it and run `qwen config set {DEFAULT_MODEL} MODEL` again"
 
 
@@ -71,10 +88,18 @@ def _check_key(key: str) -> str:
 
 def get_value(key: str) -> str | None:
     value = load_config().get(_check_key(key))
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return value if isinstance(value, str) and value else None
 
 
-def set_value(key: str, value: str) -> str:
+def log_enabled() -> bool:
+    """The `log` setting (true when not set)."""
+    value = load_config().get(LOG)
+    return value if isinstance(value, bool) else True
+
+
+def set_value(key: str, value: str) -> Any:
     """Store a setting (validated and normalised); returns what was stored."""
     _describe, check = KEYS[_check_key(key)]
     stored = check(value)
@@ -134,6 +159,6 @@ def _write(data: Mapping[str, Any]) -> None:
         raise os_error(exc, path) from None
 
 
-__all__ = ["CONFIG_NAME", "DEFAULT_MODEL", "KEYS", "config_path", "default_model",
-           "get_value", "load_config", "render", "save_default_model", "set_value",
+__all__ = ["CONFIG_NAME", "DEFAULT_MODEL", "KEYS", "LOG", "config_path", "default_model",
+           "get_value", "load_config", "log_enabled", "render", "save_default_model", "set_value",
            "unset_value"]

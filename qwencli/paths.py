@@ -1,7 +1,8 @@
 """Where qwen keeps its data: bundled profiles, the user's config and cache directories.
 
 Follows each platform's convention (XDG on Linux, ~/Library on macOS, %APPDATA% on Windows);
-`QWEN_CONFIG_DIR` and `QWEN_CACHE_DIR` override them (the tests point both at a temp folder).
+`QWEN_CONFIG_DIR`, `QWEN_CACHE_DIR` and `QWEN_DATA_DIR` override them (the tests point them at a
+temp folder).
 """
 
 from __future__ import annotations
@@ -43,3 +44,31 @@ def cache_dir() -> Path:
         base = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
         return Path(base) / "qwen" / "Cache"
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qwen"
+
+
+def data_dir() -> Path:
+    """The user's data directory: what qwen keeps that is neither a setting nor re-creatable
+    (the conversation log). XDG_DATA_HOME on Linux; on macOS and Windows the same folder as
+    the config (Application Support, %APPDATA%), as those platforms do."""
+    override = os.environ.get("QWEN_DATA_DIR")
+    if override:
+        return Path(override)
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "qwen"
+    if sys.platform == "win32":
+        return Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming") / "qwen"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "qwen"
+
+
+def hub_cache() -> Path:
+    """The Hugging Face Hub cache folder, resolved like huggingface_hub does, but at call time
+    (here, not in `store`, so that shell completion finds it without loading the catalog)."""
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(os.path.expanduser(os.path.expandvars(explicit)))
+    home = os.environ.get("HF_HOME")
+    if not home:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                                ".cache")
+        home = os.path.join(xdg, "huggingface")
+    return Path(os.path.expanduser(os.path.expandvars(home))) / "hub"

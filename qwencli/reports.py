@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from qwencli.catalog import ModelSpec
     from qwencli.fit import Breakdown, Plan
     from qwencli.hub import PullResult
+    from qwencli.logs import LoggedConversation, Message, SearchHit, Summary
     from qwencli.planner import FitResult
     from qwencli.recommend import Pick
     from qwencli.store import LocalModel
@@ -494,3 +495,76 @@ def remove_sections(removed: Sequence[LocalModel], freed_bytes: int) -> list[Sec
     return [Section(f"Removed {len(removed)} download(s), {format_bytes(freed_bytes)} freed",
                     table=tuple((m.model_id or "-", m.repo, m.quant or "?", m.name)
                                 for m in removed))]
+
+
+# --------------------------------------------------------------------------------------------
+# The conversation log (`qwen logs`)
+
+
+def _when(stamp: str) -> str:
+    """An ISO UTC time as a person reads it: 2026-11-30 20:01 UTC."""
+    return stamp.replace("T", " ")[:16] + " UTC" if "T" in stamp else stamp
+
+
+def log_list_document(summaries: Sequence[Summary], path: Path) -> dict[str, Any]:
+    """`qwen logs list --json`."""
+    return {"path": str(path),
+            "conversations": [dataclasses.asdict(s) for s in summaries]}
+
+
+def log_list_sections(summaries: Sequence[Summary], path: Path) -> list[Section]:
+    if not summaries:
+        return [Section("Conversations", notes=(f"none logged yet ({path})",))]
+    rows = tuple((str(s.id), _when(s.updated), s.model or "?", str(s.messages), s.first)
+                 for s in summaries)
+    return [Section("Conversations (latest first)",
+                    header=("ID", "LAST", "MODEL", "MESSAGES", "FIRST MESSAGE"), table=rows,
+                    notes=("qwen logs show ID · qwen chat --cid ID continues one",))]
+
+
+def _message_document(m: Message) -> dict[str, Any]:
+    document = dataclasses.asdict(m)
+    document.pop("conversation_id")
+    document["sampling"] = dict(m.sampling) if m.sampling is not None else None
+    return document
+
+
+def conversation_document(c: LoggedConversation, *, everything: bool) -> dict[str, Any]:
+    """`qwen logs show ID --json`: the header and its messages (`everything`: also those
+    /undo and /regen replaced, marked `superseded`)."""
+    messages = c.messages if everything else c.active
+    return {"id": c.id, "started": c.started, "model": c.model, "quant": c.quant,
+            "path": c.path, "system": c.system, "thinking_mode": c.thinking,
+            "settings": dict(c.settings),
+            "messages": [_message_document(m) for m in messages]}
+
+
+def conversation_text(c: LoggedConversation, *, everything: bool) -> str:
+    """`qwen logs show ID`: the conversation as a person reads it."""
+    quant = f" ({c.quant})" if c.quant and c.quant.lower() not in (c.model or "").lower() \
+        else ""
+    lines = [f"# conversation {c.id} · {c.model or '?'}{quant} · started {_when(c.started)}"]
+    if c.system:
+        lines += ["", "## system", "", c.system]
+    for m in c.messages if everything else c.active:
+        mark = " (superseded)" if m.superseded else ""
+        who = "you" if m.role == "user" else "model"
+        lines += ["", f"## {who}{mark} · {_when(m.created)}", ""]
+        if m.thinking:
+            lines += ["<think>", m.thinking, "</think>", ""]
+        lines.append(m.content)
+    return "\n".join(lines) + "\n"
+
+
+def search_document(hits: Sequence[SearchHit], text: str) -> dict[str, Any]:
+    """`qwen logs search TEXT --json`."""
+    return {"query": text, "results": [dataclasses.asdict(h) for h in hits]}
+
+
+def search_sections(hits: Sequence[SearchHit], text: str) -> list[Section]:
+    if not hits:
+        return [Section(f"Messages with {text!r}", notes=("none found",))]
+    rows = tuple((str(h.conversation_id), _when(h.created),
+                  "you" if h.role == "user" else "model", h.snippet) for h in hits)
+    return [Section(f"Messages with {text!r} (latest first)",
+                    header=("ID", "WHEN", "WHO", "TEXT"), table=rows)]

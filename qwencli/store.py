@@ -47,6 +47,7 @@ from qwencli import gguf_names
 from qwencli.catalog import load_catalog, resolve_catalog_ref
 from qwencli.errors import QwenError
 from qwencli.fileio import atomic_copy, atomic_symlink, atomic_write
+from qwencli.paths import hub_cache
 from qwencli.refs import CatalogRef, HubRef, LocalRef, parse_ref
 
 SIDECAR_SUFFIX = ".qwen-pull.json"
@@ -63,19 +64,6 @@ class StoreError(QwenError):
 
 # --------------------------------------------------------------------------------------------
 # Where things are
-
-
-def hub_cache() -> Path:
-    """The Hub cache folder, resolved like huggingface_hub does, but at call time."""
-    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    if explicit:
-        return Path(os.path.expanduser(os.path.expandvars(explicit)))
-    home = os.environ.get("HF_HOME")
-    if not home:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
-                                                                ".cache")
-        home = os.path.join(xdg, "huggingface")
-    return Path(os.path.expanduser(os.path.expandvars(home))) / "hub"
 
 
 def repo_dir(repo: str, cache: Path | None = None) -> Path:

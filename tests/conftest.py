@@ -36,6 +36,7 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     state = tmp_path / "state"
     monkeypatch.setenv("QWEN_CONFIG_DIR", str(state / "config"))
     monkeypatch.setenv("QWEN_CACHE_DIR", str(state / "cache"))
+    monkeypatch.setenv("QWEN_DATA_DIR", str(state / "data"))  # the conversation log
     monkeypatch.setenv("HF_HOME", str(state / "hf"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("NO_COLOR", "1")
@@ -47,6 +48,7 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", str(ceilings.HTTP_S))
     for var in ("QWEN_DEBUG", "QWEN_MODEL", "HF_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE",
                 "HF_HUB_CACHE", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "FORCE_COLOR",
+                "XDG_DATA_HOME", "QWEN_LOG_DB", "QWEN_NOLOG",
                 # local test servers must be reached directly, whatever the machine's proxy says
                 "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
                 "ALL_PROXY", "no_proxy", "NO_PROXY"):

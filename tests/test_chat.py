@@ -598,8 +598,9 @@ def test_piped_stdin_is_the_prompt_or_comes_before_it(files: dict[str, Path]) ->
     piped = qwen(files, *model, stdin="Why is the sky blue?\n")
     assert piped.returncode == 0, piped.stderr
     direct = qwen(files, *model, "Why is the sky blue?")
-    assert json.loads(piped.stdout) == {**json.loads(direct.stdout),
-                                        "timings": json.loads(piped.stdout)["timings"]}
+    first, second = json.loads(piped.stdout), json.loads(direct.stdout)
+    assert (first["conversation_id"], second["conversation_id"]) == (1, 2)  # each logged
+    assert first == {**second, "timings": first["timings"], "conversation_id": 1}
     both = qwen(files, *model, "summarize", "this", stdin="line one\nline two\n")
     joined = qwen(files, *model, "line one\nline two\n\nsummarize this")
     assert json.loads(both.stdout)["usage"] == json.loads(joined.stdout)["usage"]

@@ -71,7 +71,7 @@ def test_cli_commands() -> None:
     done = runner.invoke(app, ["config", "list", "--json"])
     doc = json.loads(done.stdout)
     assert doc["schema_version"] == 1
-    assert doc["settings"] == {"default-model": "qwen3-4b"}
+    assert doc["settings"] == {"default-model": "qwen3-4b", "log": None}
     assert doc["path"] == str(config.config_path())
     done = runner.invoke(app, ["config", "path"])
     assert done.stdout == f"{config.config_path()}\n"
@@ -79,6 +79,21 @@ def test_cli_commands() -> None:
     assert done.exit_code == 0 and config.default_model() is None
     done = runner.invoke(app, ["config", "set", "nope", "1"])
     assert done.exit_code == 2 and "unknown setting 'nope'" in done.stderr
+
+
+def test_the_log_setting_is_a_toml_boolean() -> None:
+    runner = CliRunner()
+    assert config.log_enabled() is True  # not set: on
+    done = runner.invoke(app, ["config", "set", "log", "False"])
+    assert done.exit_code == 0 and "log = false" in done.stderr
+    assert "log = false" in config.config_path().read_text()  # a TOML boolean, not a string
+    assert config.log_enabled() is False
+    assert runner.invoke(app, ["config", "get", "log"]).stdout == "false\n"
+    assert "log = false" in runner.invoke(app, ["config", "list"]).stdout
+    done = runner.invoke(app, ["config", "set", "log", "maybe"])
+    assert done.exit_code == 2 and "expected true or false, not 'maybe'" in done.stderr
+    runner.invoke(app, ["config", "set", "log", "on"])
+    assert config.log_enabled() is True
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,7 +125,7 @@ def test_a_config_saved_with_a_byte_order_mark_loads() -> None:
     assert (done.exit_code, done.stdout) == (0, "qwen3-4b\n")
     done = CliRunner().invoke(app, ["config", "list", "--json"])
     assert done.exit_code == 0
-    assert json.loads(done.stdout)["settings"] == {"default-model": "qwen3-4b"}
+    assert json.loads(done.stdout)["settings"] == {"default-model": "qwen3-4b", "log": None}
 
 
 @pytest.mark.parametrize("args", [["config", "get", "default-model"], ["config", "list"]])

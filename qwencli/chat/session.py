@@ -366,10 +366,14 @@ COMMANDS: dict[str, str] = {
     "save": "/save FILE            save the conversation as JSON (asks before replacing FILE)"
             "\n/save! FILE           save it, replacing FILE without asking",
     "load": "/load FILE            replace the conversation with a saved one (at most 16 MiB)",
+    "regen": "/regen                answer the last message again, with a new seed",
+    "undo": "/undo                 drop the last exchange (your message and its answer)",
+    "history": "/history              the turns so far, numbered",
     "bye": "/bye                  leave (also Ctrl-D)",
 }
 _COMMAND_ALIASES = {"?": "help", "exit": "bye", "quit": "bye", "nothink": "no_think",
-                    "no-think": "no_think", "reset": "clear"}
+                    "no-think": "no_think", "reset": "clear",
+                    "retry": "regen", "regenerate": "regen"}
 
 
 FORCEABLE = ("save",)  # `/save! FILE`: replace an existing file without asking
@@ -491,6 +495,7 @@ class Reply:
     dropped: int  # oldest messages dropped to fit the context
     thinking_unfinished: bool  # stopped while still thinking
     kept: bool = True  # False: interrupted before the first token; the conversation is as it was
+    sampling: Sampling | None = None  # the settings this answer was made with
 
 
 @dataclass
@@ -526,11 +531,50 @@ class Session:
         answer comes: a message that can never fit (ContextOverflowError), an engine error,
         or an interrupt before the first token leaves the conversation exactly as it was.
         """
+        return self._answer(self.conversation, text, trim=trim, on_piece=on_piece,
+                            should_stop=should_stop)
+
+    def regenerate(self, *, seed: int | None = None, trim: bool = True,
+                   on_piece: Callable[[str, str], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Reply:
+        """Answer the last user message again; the new answer replaces the old one (which
+        stays when no new answer comes). `seed`: for this answer only (None: the session's).
+        UsageError when there is no message yet."""
+        at = self._last_user()
+        if at is None:
+            raise UsageError("nothing to answer again yet")
+        base = Conversation(self.conversation.system,
+                            [dict(m) for m in self.conversation.messages[:at]])
+        return self._answer(base, self.conversation.messages[at]["content"], trim=trim,
+                            on_piece=on_piece, should_stop=should_stop, seed=seed)
+
+    def undo(self) -> int:
+        """Drop the last exchange (the last user message and what came after it); how many
+        messages went (0: nothing to drop)."""
+        at = self._last_user()
+        if at is None:
+            return 0
+        gone = len(self.conversation.messages) - at
+        del self.conversation.messages[at:]
+        return gone
+
+    def _last_user(self) -> int | None:
+        for index in range(len(self.conversation.messages) - 1, -1, -1):
+            if self.conversation.messages[index]["role"] == "user":
+                return index
+        return None
+
+    def _answer(self, base: Conversation, text: str, *, trim: bool,
+                on_piece: Callable[[str, str], None] | None,
+                should_stop: Callable[[], bool] | None, seed: int | None = None) -> Reply:
+        """`base` plus `text`, answered; on an answer the conversation becomes that turn."""
         choice = self.thinking()
         sampling = self.sampling()
+        if seed is not None:
+            sampling = replace(sampling, seed=seed)
         n_ctx = self.engine.n_ctx
         room = min(sampling.max_tokens or REPLY_ROOM, n_ctx // 4)
-        turn = self.conversation.copy()
+        turn = base.copy()
         turn.add_user(text)
         prompt, dropped = self._fit(turn, choice, sampling, room, trim)
         splitter = ThinkSplitter(opened=prompt.opens_thinking)
@@ -551,7 +595,7 @@ class Session:
         reply = Reply(answer=answer,
                       thinking=splitter.thinking.strip() if splitter.thought else None,
                       stats=stats, dropped=dropped if kept else 0,
-                      thinking_unfinished=splitter.in_thinking, kept=kept)
+                      thinking_unfinished=splitter.in_thinking, kept=kept, sampling=sampling)
         if kept:
             turn.add_assistant(answer)
             self.conversation.messages[:] = turn.messages  # one step: all of the turn or none

@@ -10,11 +10,8 @@ between tokens. The conversation itself is chat.session; which model, chat.selec
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import re
+import secrets
 import signal
-import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +20,22 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from qwencli import output
 from qwencli.chat.engine import Stats, inside_llama_callback
+from qwencli.chat.files import (
+    History,
+    history_file,
+    load_conversation,
+    read_system_file,
+    save_conversation,
+    save_target,
+)
+from qwencli.chat.logbook import (
+    ChatLog,
+    Header,
+    continued_model,
+    continued_settings,
+    past_messages,
+    read_continued,
+)
 from qwencli.chat.select import (
     Fetch,
     Loaded,
@@ -47,12 +60,11 @@ from qwencli.chat.session import (
     thinking_support,
 )
 from qwencli.chat.signals import HandledSignals
-from qwencli.envvars import env_bool
-from qwencli.errors import EXIT_INTERRUPTED, EXIT_OK, QwenError, UsageError, os_error
-from qwencli.fileio import atomic_write, ensure_dir
+from qwencli.errors import EXIT_INTERRUPTED, EXIT_OK, QwenError, UsageError
 
 if TYPE_CHECKING:
     from qwencli.chat.engine import ModelInfo
+    from qwencli.logs import LoggedConversation
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,10 @@ class ChatOptions:
     stream: bool = True
     verbose: bool = False
     assume_yes: bool = False
+    system_file: Path | None = None
+    continue_latest: bool = False  # -c: continue the latest logged conversation
+    conversation_id: int | None = None  # --cid: continue this one
+    no_log: bool = False
 
 
 _DIM, _RESET = "\x1b[2m", "\x1b[0m"
@@ -316,8 +332,12 @@ def _fetcher(console: ChatConsole, assume_yes: bool, can_ask: bool) -> Fetch | N
 
 def run_chat(opts: ChatOptions, machine: Machine) -> int:
     """`qwen chat`: choose the mode, the model, load it, answer. Returns the exit code."""
+    from qwencli.logs import log_path, logging_enabled
+
     if opts.hide_thinking and opts.show_thinking:
         raise UsageError("--hide-thinking and --show-thinking contradict each other")
+    if opts.system is not None and opts.system_file is not None:
+        raise UsageError("--system and --system-file contradict each other; give one")
     console = ChatConsole()
     terminal = _stdin_is_terminal()
     piped = None if terminal else read_piped_stdin()
@@ -329,51 +349,108 @@ def run_chat(opts: ChatOptions, machine: Machine) -> int:
     if opts.json and not one_shot:
         raise UsageError("--json needs a prompt (one-shot mode): qwen chat --json \"...\"")
     if not one_shot:
-        _history_file()  # a QWEN_NOHISTORY that is neither yes nor no: said before the load
+        history_file()  # a QWEN_NOHISTORY that is neither yes nor no: said before the load
+    system = read_system_file(opts.system_file) if opts.system_file else opts.system
+    past = (read_continued(opts.conversation_id)
+            if opts.continue_latest or opts.conversation_id is not None else None)
+    chat_log = ChatLog(log_path() if logging_enabled(opts.no_log) else None,
+                       conversation=past)  # opens the file while the model loads
+    try:
+        return _run_chat(opts, machine, console, text, system, past, chat_log)
+    finally:
+        chat_log.close()
+        for warning in chat_log.warnings():
+            console.warn(warning)
 
-    choice = resolve_model(opts.model, machine=machine,
+
+def _run_chat(opts: ChatOptions, machine: Machine, console: ChatConsole, text: str | None,
+              system: str | None, past: LoggedConversation | None, chat_log: ChatLog) -> int:
+    think, overrides = opts.think, dict(opts.overrides)
+    model = opts.model
+    if past is not None:
+        past_think, past_overrides = continued_settings(past)
+        think = past_think if think is None else think
+        overrides = {**past_overrides, **overrides}
+        system = past.system if system is None else system
+        model = model or continued_model(past)
+    choice = resolve_model(model, machine=machine,
                            fetch=_fetcher(console, opts.assume_yes, output.can_ask()))
     hw, budget = machine()
-    if not one_shot:
+    if text is None:
         console.note(f"loading {choice.label} ...")
     loaded = open_model(choice, LoadRequest(opts.ctx, opts.gpu_layers, opts.threads,
                                             opts.verbose), hw, budget)
     for note in loaded.notes:
         console.warn(note)
     engine = loaded.engine
+    conversation = Conversation(system=system,
+                                messages=past_messages(past) if past is not None else [])
     session = Session(engine=engine, support=thinking_support(choice.spec, engine.template),
-                      spec=choice.spec, conversation=Conversation(system=opts.system),
-                      think=opts.think, overrides=dict(opts.overrides),
+                      spec=choice.spec, conversation=conversation,
+                      think=think, overrides=overrides,
                       max_ctx=max(loaded.max_ctx, engine.n_ctx))
+    chat_log.describe(_log_header(session, choice, loaded))
     warning = session.thinking().warning
     if warning:
         console.warn(warning)
     if session.thinking().on and session.sampling().temperature == 0:
         console.warn("Qwen advises against greedy decoding (temperature 0) while thinking: "
                      "it can repeat itself endlessly")
+    if past is not None:
+        console.note(f"continuing conversation {past.id} ({len(conversation.messages)} "
+                     "messages)")
     try:
-        if one_shot:
-            assert text is not None
-            return run_once(session, text, opts, console, choice, loaded)
-        return run_repl(session, opts, console, choice, loaded)
+        if text is not None:
+            code = run_once(session, text, opts, console, choice, loaded, chat_log,
+                            trim=past is not None)
+        else:
+            code = run_repl(session, opts, console, choice, loaded, chat_log)
+        if opts.verbose and chat_log.enabled:
+            chat_log.flush()
+            console.note(f"log: conversation {chat_log.conversation_id} in {chat_log.path}; "
+                         f"the chat waited {chat_log.waited_s * 1000:.2f} ms for it, "
+                         f"{chat_log.worked_s * 1000:.2f} ms of work in the background")
+        return code
     finally:
         engine.close()
 
 
+def _log_header(session: Session, choice: ModelChoice, loaded: Loaded) -> Header:
+    """What the log records about this conversation (and a continuation reads back)."""
+    return Header(model=choice.label, quant=loaded.quant, path=str(choice.path),
+                  system=session.conversation.system, thinking=session.thinking().on,
+                  think=session.think, overrides=dict(session.overrides))
+
+
 def run_once(session: Session, text: str, opts: ChatOptions, console: ChatConsole,
-             choice: ModelChoice, loaded: Loaded) -> int:
-    """One prompt, one answer, then exit (0, or 130 when Ctrl-C stopped the answer)."""
+             choice: ModelChoice, loaded: Loaded, chat_log: ChatLog | None = None, *,
+             trim: bool = False) -> int:
+    """One prompt, one answer, then exit (0, or 130 when Ctrl-C stopped the answer).
+    `trim`: a continued conversation drops its oldest turns to fit (a new one never has
+    any to drop)."""
+    chat_log = chat_log or ChatLog(None)
     printer = ReplyPrinter(console, thinking_to=_thinking_target(opts, True),
                            stream=opts.stream)
-    with InterruptFlag() as flag:
-        reply = session.reply(text, trim=False, on_piece=None if opts.json else printer,
-                              should_stop=flag)
-    sampling = session.sampling()
+    chat_log.user(text)
+    try:
+        with InterruptFlag() as flag:
+            reply = session.reply(text, trim=trim, on_piece=None if opts.json else printer,
+                                  should_stop=flag)
+    except QwenError:
+        chat_log.not_kept()
+        raise
+    sampling = reply.sampling or session.sampling()
+    if reply.kept:
+        chat_log.answer(reply, sampling)
+    else:
+        chat_log.not_kept()
     if opts.json:
-        output.print_json(reply_document(reply, choice.label, quant=loaded.quant,
-                                         path=choice.path, sampling=sampling,
-                                         thinking_on=session.thinking().on,
-                                         n_ctx=session.engine.n_ctx))
+        document = reply_document(reply, choice.label, quant=loaded.quant, path=choice.path,
+                                  sampling=sampling, thinking_on=session.thinking().on,
+                                  n_ctx=session.engine.n_ctx)
+        chat_log.flush()  # the id is the writer's: a fraction of a millisecond
+        document["conversation_id"] = chat_log.conversation_id  # None: not logged
+        output.print_json(document)
     elif reply.kept:  # no answer at all (Ctrl-C before the first token): stdout stays empty
         printer.finish()
     _after_reply(reply, session, console, opts.verbose)
@@ -398,161 +475,17 @@ def _after_reply(reply: Reply, session: Session, console: ChatConsole, verbose: 
         console.note(stats_line(s))
 
 
-def _history_file() -> Path | None:
-    """The history file, or None with QWEN_NOHISTORY set (UsageError for a value that is
-    neither yes nor no)."""
-    if env_bool("QWEN_NOHISTORY"):
-        return None
-    from qwencli.paths import config_dir
-
-    return config_dir() / "history"
-
-
-HISTORY_LINES = 1000  # lines kept in memory and in the file
-HISTORY_READ_LIMIT = 1 << 20  # only the newest MiB of the file is ever read
-_NOT_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f\ufffd]")  # control bytes, invalid UTF-8
-
-
-def _open_regular(path: Path, flags: int, mode: int = 0o600) -> int:
-    """os.open for a regular file only: never blocks on a FIFO, never reads a device.
-    OSError (EINVAL for something that is not a regular file)."""
-    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0), mode)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(22, "not a regular file")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-@dataclass(frozen=True)
-class HistoryText:
-    lines: list[str]  # from the newest MiB at most, without lines that are not text
-    cut: bool  # the file held more than was read
-    open_line: bool  # the file does not end with a newline (a write cut short)
-
-
-def read_history(path: Path) -> HistoryText:
-    """The lines of a history file, from its newest MiB at most, with the ones that are not
-    text (binary junk, invalid UTF-8, control characters) left out. A missing file has no
-    lines; anything else unreadable is a QwenError."""
-    try:
-        fd = _open_regular(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return HistoryText([], False, False)
-    except OSError as exc:
-        if exc.errno == 22:
-            raise QwenError(f"the history file {path} is not a regular file") from None
-        raise os_error(exc, path, "read") from None
-    try:
-        size = os.fstat(fd).st_size
-        start = max(0, size - HISTORY_READ_LIMIT)
-        os.lseek(fd, start, os.SEEK_SET)
-        chunks: list[bytes] = []
-        left = HISTORY_READ_LIMIT
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 16))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-    except OSError as exc:
-        raise os_error(exc, path, "read") from None
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
-    open_line = bool(data) and not data.endswith(b"\n")
-    if start > 0:
-        data = data.partition(b"\n")[2]  # the first line was cut
-    lines = [line for line in data.decode("utf-8", errors="replace").split("\n")
-             if line.strip() and not _NOT_TEXT.search(line)]
-    return HistoryText(lines, start > 0, open_line)
-
-
-class _History:
-    """Line editing through the stdlib readline (where it exists) and a history file that
-    loses nothing: each line is appended to the file as it is entered (one O_APPEND write, so
-    a closed terminal, a kill or a second session at once keep every line), and the file is
-    cut back to its newest lines, in one rename, when a session ends with it grown well past
-    them. A history file that cannot be read or written is a warning, never the end of the
-    session."""
-
-    def __init__(self, path: Path | None, console: ChatConsole) -> None:
-        self.path = path
-        self.console = console
-        self._last: str | None = None
-        self._open_line = False  # the file ends inside a line: start the next one first
-        try:
-            import readline
-        except ImportError:  # Windows without pyreadline: plain input()
-            self.readline: Any = None
-        else:
-            self.readline = readline
-            readline.set_history_length(HISTORY_LINES)
-        if path is None:
-            return
-        try:
-            text = read_history(path)
-        except QwenError as exc:
-            self._give_up(exc.message)
-            return
-        self._open_line = text.open_line
-        lines = text.lines[-HISTORY_LINES:]
-        if self.readline is not None:
-            for line in lines:
-                self.readline.add_history(line)
-        self._last = lines[-1] if lines else None
-
-    def _give_up(self, why: str) -> None:
-        self.console.warn(f"{why}; this session's lines are not kept in the history")
-        self.path = None
-
-    def record(self, line: str) -> None:
-        """Append one entered line to the history file, now."""
-        if self.path is None or not line.strip() or line == self._last:
-            return
-        self._last = line
-        data = (line.replace("\r", " ").replace("\n", " ") + "\n").encode("utf-8", "replace")
-        if self._open_line:
-            data = b"\n" + data
-        try:
-            ensure_dir(self.path.parent)
-            fd = _open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-            try:
-                os.write(fd, data)
-                self._open_line = False
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            why = (f"the history file {self.path} is not a regular file" if exc.errno == 22
-                   else os_error(exc, self.path).message)
-            self._give_up(why)
-
-    def close(self) -> None:
-        """Cut the file back to its newest HISTORY_LINES lines when it holds many more (or
-        more than we read): one rename, so it is always either the old file or the new."""
-        if self.path is None:
-            return
-        try:
-            text = read_history(self.path)
-            if text.cut or len(text.lines) > 2 * HISTORY_LINES:
-                keep = "".join(line + "\n" for line in text.lines[-HISTORY_LINES:])
-                atomic_write(self.path, keep)
-        except (QwenError, OSError):
-            pass  # the lines are in the file already; trimming can wait for the next session
-
-
 HELP_TEXT = "\n".join([*COMMANDS.values(),
                        '"""                   begin and end a multi-line message',
                        "Ctrl-C                stop the answer; Ctrl-D or /bye leaves"])
 
 
 def run_repl(session: Session, opts: ChatOptions, console: ChatConsole, choice: ModelChoice,
-             loaded: Loaded) -> int:
+             loaded: Loaded, chat_log: ChatLog | None = None) -> int:
     """The interactive session. Returns 0 when the person leaves (/bye or Ctrl-D), 128 + the
     signal's number when SIGTERM or SIGHUP ends it."""
-    history = _History(_history_file(), console)
+    history = History(history_file(), console.warn)
+    chat_log = chat_log or ChatLog(None)
     engine = session.engine
     info: ModelInfo = engine.info
     label = _model_label(choice, loaded)
@@ -564,7 +497,7 @@ def run_repl(session: Session, opts: ChatOptions, console: ChatConsole, choice: 
     console.note("type a message; /help for commands, /bye or Ctrl-D to leave")
     with EndSignals() as ending:
         try:
-            _loop(session, opts, console, choice, label, history, ending)
+            _loop(session, opts, console, choice, label, history, ending, chat_log)
             code = EXIT_OK
         except SessionEnded as ended:
             console.tell(f"\nended by {signal.Signals(ended.signum).name}\n")
@@ -576,7 +509,7 @@ def run_repl(session: Session, opts: ChatOptions, console: ChatConsole, choice: 
 
 
 def _loop(session: Session, opts: ChatOptions, console: ChatConsole, choice: ModelChoice,
-          label: str, history: _History, ending: EndSignals) -> None:
+          label: str, history: History, ending: EndSignals, chat_log: ChatLog) -> None:
     """Read, run, repeat, until /bye or Ctrl-D. Ctrl-C never ends it: at the prompt it clears
     the line; during an answer or a command it stops that one step, and the conversation is
     as the step left it (whole: see Session.reply)."""
@@ -607,33 +540,65 @@ def _loop(session: Session, opts: ChatOptions, console: ChatConsole, choice: Mod
                     console.error(exc.message)
                     continue
                 if command is not None:
-                    if _run_command(command, session, console, choice, label) == "bye":
+                    outcome = _run_command(command, session, console, choice, label, chat_log)
+                    if outcome == "bye":
                         return
+                    if outcome == "regen":
+                        _answer(session, None, opts, console, label, ending, chat_log)
                     continue
                 message = message_text(text)
             if message.strip():
-                _answer(session, message, opts, console, label, ending)
+                _answer(session, message, opts, console, label, ending, chat_log)
         except KeyboardInterrupt:
             console.tell("\n")
             console.note("(interrupted)")
 
 
-def _answer(session: Session, message: str, opts: ChatOptions, console: ChatConsole,
-            label: str, ending: EndSignals | None = None) -> None:
+def _answer(session: Session, message: str | None, opts: ChatOptions, console: ChatConsole,
+            label: str, ending: EndSignals | None = None,
+            chat_log: ChatLog | None = None) -> None:
+    """Answer `message`, or (None) answer the last message again with a new seed (/regen)."""
+    chat_log = chat_log or ChatLog(None)
     printer = ReplyPrinter(console, thinking_to=_thinking_target(opts, False),
                            stream=opts.stream)
+    regen_seed = None
+    if message is None:
+        regen_seed = secrets.randbelow(2**32 - 1)
+        if not any(m["role"] == "user" for m in session.conversation.messages):
+            console.error("nothing to answer again yet")
+            return
+        console.note(f"(answering again with seed {regen_seed})")
+    else:
+        chat_log.user(message)
+
+    def should_stop() -> bool:
+        return flag.hit or (ending is not None and ending.pending is not None)
+
     try:
         with InterruptFlag() as flag:
-            reply = session.reply(
-                message, on_piece=printer,
-                should_stop=lambda: flag.hit or (ending is not None and
-                                                 ending.pending is not None))
+            if message is None:
+                reply = session.regenerate(seed=regen_seed, on_piece=printer,
+                                           should_stop=should_stop)
+            else:
+                reply = session.reply(message, on_piece=printer, should_stop=should_stop)
     except QwenError as exc:
+        if message is not None:
+            chat_log.not_kept()
         if printer.started:
             printer.finish()
         console.error(exc.message, exc.hint)
         return
+    sampling = reply.sampling or session.sampling()
+    if message is None and reply.kept:
+        chat_log.regenerated(reply, sampling)
+    elif message is not None:
+        if reply.kept:
+            chat_log.answer(reply, sampling)
+        else:
+            chat_log.not_kept()
     printer.finish()
+    for warning in chat_log.warnings():
+        console.warn(warning)
     if ending is not None:
         ending.check()
     if not reply.kept:
@@ -665,27 +630,46 @@ def _on_off(value: bool) -> str:
 
 
 def _run_command(command: Command, session: Session, console: ChatConsole,
-                 choice: ModelChoice, label: str) -> str | None:
-    """Carry out one slash command; "bye" ends the session."""
+                 choice: ModelChoice, label: str, chat_log: ChatLog | None = None) -> str | None:
+    """Carry out one slash command; "bye" ends the session, "regen" asks for the last
+    message to be answered again."""
     name, arg = command.name, command.arg
+    chat_log = chat_log or ChatLog(None)
     try:
         if name == "bye":
             return "bye"
+        if name == "regen":
+            return "regen"
         if name == "help":
             console.note(HELP_TEXT)
         elif name == "clear":
             session.conversation.clear()
+            _restart_log(chat_log, session)
             console.note("conversation cleared")
+        elif name == "undo":
+            gone = session.undo()
+            if gone:
+                chat_log.undo()
+                console.note(f"dropped the last exchange ({gone} message"
+                             f"{'s' if gone != 1 else ''}); "
+                             f"{len(session.conversation.messages)} left")
+            else:
+                console.note("nothing to undo")
+        elif name == "history":
+            console.note(history_text(session.conversation))
         elif name == "system":
             if arg:
                 session.conversation.system = arg
+                chat_log.system(arg)
                 console.note("system prompt set")
             else:
                 console.note(f"system prompt: {session.conversation.system or '(none)'}")
         elif name == "set":
             _set(arg, session, console)
+            chat_log.settings(session.think, session.thinking().on, session.overrides)
         elif name in ("think", "no_think"):
             session.think = name == "think"
+            chat_log.settings(session.think, session.thinking().on, session.overrides)
             choice_now = session.thinking()
             if choice_now.warning:
                 console.warn(choice_now.warning.replace("--think", "/think"))
@@ -699,6 +683,7 @@ def _run_command(command: Command, session: Session, console: ChatConsole,
                 raise UsageError("/load needs a file name")
             loaded = load_conversation(Path(arg))
             session.conversation = loaded
+            _restart_log(chat_log, session, loaded.messages)
             console.note(f"loaded {len(loaded.messages)} messages from {arg}")
     except QwenError as exc:
         console.error(exc.message, exc.hint)
@@ -765,108 +750,31 @@ def _stats_text(session: Session, label: str) -> str:
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------------------
-# Saved conversations
+def _restart_log(chat_log: ChatLog, session: Session,
+                 messages: list[dict[str, str]] | None = None) -> None:
+    """/clear and /load begin a new logged conversation (with the messages /load read)."""
+    chat_log.restart(session.conversation.system, messages or [], think=session.think,
+                     thinking=session.thinking().on, overrides=dict(session.overrides))
 
 
-LOAD_LIMIT = 16 * 1024 * 1024  # the largest file /load reads
+HISTORY_SHOWN_CHARS = 300  # /history shortens longer messages
 
 
-def save_target(path: Path) -> tuple[Path, int | None]:
-    """The file /save writes for `path` (a symbolic link: the file it points to) and, when it
-    exists already, its permission bits. QwenError for a folder, a device or a FIFO, and for
-    a folder that does not exist (a typo should not create folders)."""
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
-    try:
-        info = target.stat()
-    except FileNotFoundError:
-        info = None
-    except OSError as exc:
-        raise os_error(exc, path, "write") from None
-    if info is not None:
-        if stat.S_ISDIR(info.st_mode):
-            raise QwenError(f"{path} is a folder", hint=f"give a file name: /save "
-                                                        f"{path / 'conversation.json'}")
-        if not stat.S_ISREG(info.st_mode):
-            raise QwenError(f"{path} is not a regular file; /save writes only files")
-        return target, stat.S_IMODE(info.st_mode)
-    if not target.parent.is_dir():
-        raise QwenError(f"cannot write {path}: the folder {target.parent} does not exist",
-                        hint=f"create it first (mkdir -p {target.parent}) or choose another")
-    return target, None
+def history_text(conversation: Conversation) -> str:
+    """/history: the system prompt and the turns so far, numbered, long messages shortened."""
+    lines = [f"system: {_shortened(conversation.system)}"] if conversation.system else []
+    turn = 0
+    for message in conversation.messages:
+        if message["role"] == "user":
+            turn += 1
+            lines.append(f"{turn:>3}  you:   {_shortened(message['content'])}")
+        else:
+            lines.append(f"     model: {_shortened(message['content'])}")
+    return "\n".join(lines) if lines else "no messages yet"
 
 
-def save_conversation(path: Path, document: Mapping[str, Any], *,
-                      mode: int | None = None) -> None:
-    """Write `document` to `path` in one rename after syncing it to the disk: a reader, a
-    crash or a full disk sees the old file or the new one, never half of one. `mode`: the
-    permission bits of the file replaced (a new file is private to its owner)."""
-    try:
-        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-        payload = text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate from the terminal: JSON escapes it
-        payload = (json.dumps(document, indent=2) + "\n").encode("ascii")
-    try:
-        atomic_write(path, payload, durable=True)
-    except OSError as exc:
-        raise os_error(exc, path, "write") from None
-    if mode is not None:
-        with contextlib.suppress(OSError):
-            os.chmod(path, mode)
-
-
-def read_limited(path: Path, limit: int = LOAD_LIMIT) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes (QwenError otherwise: a folder, a
-    device such as /dev/zero, a FIFO, a larger file, one that cannot be read)."""
-    try:
-        fd = _open_regular(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise QwenError(f"{path}: no such file") from None
-    except OSError as exc:
-        if exc.errno == 22:
-            kind = "a folder" if path.is_dir() else "not a regular file"
-            raise QwenError(f"{path} is {kind}; /load reads a JSON file") from None
-        raise os_error(exc, path, "read") from None
-    try:
-        size = os.fstat(fd).st_size
-        if size > limit:
-            raise QwenError(f"{path} is {_mib(size)}; /load reads at most {_mib(limit)}")
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:  # it grew while we read
-                raise QwenError(f"{path} is over {_mib(limit)}; /load reads at most "
-                                f"{_mib(limit)}")
-    except OSError as exc:
-        raise os_error(exc, path, "read") from None
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
-
-
-def _mib(size: int) -> str:
-    return f"{size / 2**20:,.1f} MiB".replace(".0 MiB", " MiB")
-
-
-def load_conversation(path: Path) -> Conversation:
-    """A conversation saved by /save (or an OpenAI-style message list): a regular UTF-8 JSON
-    file of at most LOAD_LIMIT bytes, of the right shape. QwenError, in one line, otherwise."""
-    path = path.expanduser()
-    data = read_limited(path)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise QwenError(f"{path}: not UTF-8 text (byte {exc.start:,}); /load reads JSON "
-                        "saved by /save") from None
-    try:
-        document = json.loads(text)
-    except RecursionError:
-        raise QwenError(f"{path}: not a conversation (JSON nested too deeply)") from None
-    except ValueError as exc:
-        raise QwenError(f"{path}: not a JSON conversation ({exc})") from None
-    return Conversation.from_document(document, str(path))
+def _shortened(text: str) -> str:
+    flat = " ".join(text.split())
+    if len(flat) <= HISTORY_SHOWN_CHARS:
+        return flat
+    return flat[:HISTORY_SHOWN_CHARS].rstrip() + f"... ({len(flat):,} characters)"

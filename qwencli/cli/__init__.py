@@ -1,10 +1,10 @@
 """The `qwen` command line: the app, `main`, and the command modules, loaded when used.
 
-Each command group lives in its own module (`hw`, `plan`, `hub`, `chat`, `config`) with its own
-small Typer app; `COMMANDS` says where each command is, and the group imports a module only when
-one of its commands runs or is described, so `qwen hw` never imports the chat code. Commands are
-thin: parse, call one library function, render through `output`; errors are mapped once, in
-`_common.handle_errors`.
+Each command group lives in its own module (`hw`, `plan`, `hub`, `chat`, `logs`, `config`) with
+its own small Typer app; `COMMANDS` says where each command is, and the group imports a module
+only when one of its commands runs or is described, so `qwen hw` never imports the chat code.
+Commands are thin: parse, call one library function, render through `output`; errors are mapped
+once, in `_common.handle_errors`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ COMMANDS = {
     "list": "hub",
     "rm": "hub",
     "chat": "chat",
+    "logs": "logs",
     "config": "config",
 }
 
@@ -62,7 +63,7 @@ app = typer.Typer(
     cls=LazyGroup,
     help="Pick, download and chat with the right Qwen model for this computer.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     # Plain help text everywhere: Typer's Rich help costs ~70 ms of imports and rendering, which
     # put `qwen --help` over its 0.15 s budget on a terminal; plain text reads the same.

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 import typer
 from typer.core import TyperCommand
 
+from qwencli.cli import _complete
 from qwencli.errors import EXIT_ERROR, EXIT_INTERRUPTED, QwenError, StdoutClosed, UsageError
 
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ _WHATIF_PARAMS = {
         "--cpu-only", rich_help_panel=WHATIF_PANEL, help="Ignore all GPUs.")], False),
     "hardware": (Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--hardware", metavar="NAME", rich_help_panel=WHATIF_PANEL,
+        autocompletion=_complete.hardware_profiles,
         help="A named machine from profiles/hardware (e.g. desktop-rtx4090-64gb).")], None),
 }
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from qwencli.cli import _complete
 from qwencli.cli._common import command, command_app, lazy_machine
 
 app = command_app()
@@ -13,6 +15,7 @@ app = command_app()
 MODEL_PANEL = "Model and hardware"
 SAMPLING_PANEL = "Sampling (default: Qwen's published settings for the model and mode)"
 OUTPUT_PANEL = "Output"
+LOG_PANEL = "Conversation log"
 
 CHAT_HELP = """Chat with a Qwen model: a session in a terminal, or one answer for a script.
 
@@ -31,6 +34,8 @@ Examples:
   git diff | qwen chat --no-think "write a commit message for this diff"
 
   qwen chat --json --seed 1 "2+2?" | jq -r .answer
+
+  qwen chat -c "shorter, please"      (continues the latest conversation; see `qwen logs`)
 """
 
 
@@ -42,6 +47,7 @@ def chat(
         show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--model", "-m", metavar="MODEL", rich_help_panel=MODEL_PANEL,
+        autocompletion=_complete.models,
         help="A catalog name (qwen3-8b, qwen3-8b:q5_k_m), a Hub reference "
              "(Qwen/Qwen3-8B-GGUF:Q4_K_M) or a .gguf file. Default: $QWEN_MODEL, the "
              "config's default-model, the best downloaded model, the top recommendation."
@@ -50,7 +56,7 @@ def chat(
         "--yes", "-y", rich_help_panel=MODEL_PANEL,
         help="Download the model without asking when it is missing.")] = False,
     ctx: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        "--ctx", "-c", metavar="N", min=256, rich_help_panel=MODEL_PANEL,
+        "--ctx", metavar="N", min=256, rich_help_panel=MODEL_PANEL,
         help="Context size in tokens (default: 8192, or the largest that fits, at most "
              "the model's).")] = None,
     gpu_layers: Annotated[Optional[int], typer.Option(  # noqa: UP045
@@ -61,6 +67,20 @@ def chat(
         help="CPU threads (default: the physical cores this process may use).")] = None,
     system: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--system", "-s", metavar="TEXT", help="System prompt.")] = None,
+    system_file: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--system-file", metavar="FILE", dir_okay=False,
+        help="Read the system prompt from a UTF-8 text file (at most 1 MiB).")] = None,
+    continue_latest: Annotated[bool, typer.Option(
+        "--continue", "-c", rich_help_panel=LOG_PANEL,
+        help="Continue the latest logged conversation (its model unless -m says otherwise, "
+             "its system prompt and settings).")] = False,
+    conversation_id: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        "--cid", metavar="ID", min=1, rich_help_panel=LOG_PANEL,
+        help="Continue logged conversation ID (`qwen logs list` shows them).")] = None,
+    no_log: Annotated[bool, typer.Option(
+        "--no-log", rich_help_panel=LOG_PANEL,
+        help="Do not write this chat to the conversation log (also QWEN_NOLOG=1, or "
+             "`qwen config set log false`).")] = False,
     think: Annotated[Optional[bool], typer.Option(  # noqa: UP045
         "--think/--no-think", show_default=False,
         help="Think before answering, or not (default: the model's own default).")] = None,
@@ -119,5 +139,7 @@ def chat(
         model=model, prompt_words=tuple(prompt or ()), system=system, think=think,
         hide_thinking=hide_thinking, show_thinking=show_thinking, overrides=overrides,
         ctx=ctx, gpu_layers=gpu_layers, threads=threads, json=json_output,
-        stream=not no_stream, verbose=verbose, assume_yes=yes), lazy_machine())
+        stream=not no_stream, verbose=verbose, assume_yes=yes, system_file=system_file,
+        continue_latest=continue_latest, conversation_id=conversation_id, no_log=no_log),
+        lazy_machine())
     raise typer.Exit(code)

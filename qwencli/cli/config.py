@@ -8,7 +8,7 @@ import typer
 
 from qwencli.cli._common import command, command_app
 
-KEY_HELP = "The setting: default-model."
+KEY_HELP = "The setting: default-model or log."
 
 app = command_app(
     name="config", no_args_is_help=True,
@@ -40,7 +40,7 @@ def config_set(key: Annotated[str, typer.Argument(help=KEY_HELP)],
     from qwencli import config, output
 
     stored = config.set_value(key, value)
-    output.info(f"{key} = {stored}")
+    output.info(f"{key} = {_shown(stored)}")
 
 
 @command(app, "unset")
@@ -68,7 +68,7 @@ def config_list(json_output: Annotated[bool, typer.Option(
         return
     for key, (describe, _check) in config.KEYS.items():
         value = data.get(key)
-        output.write(f"{key} = {value if value is not None else '(not set)'}\n")
+        output.write(f"{key} = {_shown(value) if value is not None else '(not set)'}\n")
         output.info(f"  {describe}")
 
 
@@ -78,3 +78,8 @@ def config_path() -> None:
     from qwencli import config, output
 
     output.write(f"{config.config_path()}\n")
+
+
+def _shown(value: object) -> str:
+    """A setting as it is typed: booleans as true/false."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from qwencli.cli import _complete
 from qwencli.cli._common import (
     JsonOpt,
     YesOpt,
@@ -17,10 +18,13 @@ from qwencli.errors import EXIT_ERROR, EXIT_INTERRUPTED, QwenError
 
 app = command_app()
 
+_MODEL_HELP = ("A catalog name (qwen3-8b, qwen3-8b:q5_k_m), a Hub reference "
+               "(Qwen/Qwen3-8B-GGUF:Q4_K_M, owner/repo/file.gguf) or, for rm, a path in the "
+               "cache.")
 ModelArg = Annotated[str, typer.Argument(
-    metavar="MODEL",
-    help="A catalog name (qwen3-8b, qwen3-8b:q5_k_m), a Hub reference "
-         "(Qwen/Qwen3-8B-GGUF:Q4_K_M, owner/repo/file.gguf) or, for rm, a path in the cache.")]
+    metavar="MODEL", help=_MODEL_HELP, autocompletion=_complete.models)]
+DownloadedArg = Annotated[str, typer.Argument(
+    metavar="MODEL", help=_MODEL_HELP, autocompletion=_complete.downloaded)]
 
 
 @command(app, "pull")
@@ -115,7 +119,7 @@ def list_models(json_output: JsonOpt = False) -> None:
 
 
 @command(app, "rm")
-def rm(model: ModelArg, yes: YesOpt = False, json_output: JsonOpt = False) -> None:
+def rm(model: DownloadedArg, yes: YesOpt = False, json_output: JsonOpt = False) -> None:
     """Remove a downloaded model from the cache (blobs, snapshot links and partial files).
 
     A catalog name or `owner/repo` without a quant removes every quant of it. Asks first on a

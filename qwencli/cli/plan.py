@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from qwencli.cli import _complete
 from qwencli.cli._common import (
     JsonOpt,
     command,
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 app = command_app()
 
 UseOpt = Annotated[str, typer.Option(
-    "--use", metavar="USE", help="What the model is for: chat, code, math or reasoning.")]
+    "--use", metavar="USE", help="What the model is for: chat, code, math or reasoning.",
+    autocompletion=_complete.uses)]
 CtxOpt = Annotated[Optional[int], typer.Option(  # noqa: UP045 - typer needs Optional on 3.10
     "--ctx", metavar="N", min=256, help="Context length in tokens.")]
 
@@ -91,7 +93,7 @@ def recommend(
 @whatif_options
 def fit(
     model: Annotated[str, typer.Argument(
-        metavar="MODEL",
+        metavar="MODEL", autocompletion=_complete.models,
         help="qwen3-8b, qwen3-8b:Q5_K_M, Qwen/Qwen3-8B-GGUF:Q4_K_M, owner/repo/file.gguf, "
              "or a path to a .gguf file.")],
     ctx: CtxOpt = None,
@@ -148,7 +150,8 @@ def fit(
 @command(app, "models")
 def models(
     use: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        "--use", metavar="USE", help="Only models for chat, code, math or reasoning.")] = None,
+        "--use", metavar="USE", help="Only models for chat, code, math or reasoning.",
+        autocompletion=_complete.uses)] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """List the Qwen models in the catalog.
