@@ -69,6 +69,7 @@ class ChatOptions:
     ctx: int | None = None
     gpu_layers: int | None = None
     threads: int | None = None
+    kv_type: str = "f16"
     json: bool = False
     stream: bool = True
     verbose: bool = False
@@ -337,7 +338,7 @@ def run_chat(opts: ChatOptions, machine: Machine) -> int:
     if not one_shot:
         console.note(f"loading {choice.label} ...")
     loaded = open_model(choice, LoadRequest(opts.ctx, opts.gpu_layers, opts.threads,
-                                            opts.verbose), hw, budget)
+                                            opts.verbose, kv_type=opts.kv_type), hw, budget)
     for note in loaded.notes:
         console.warn(note)
     engine = loaded.engine

@@ -1,6 +1,6 @@
 """The `qwen` command line: the app, `main`, and the command modules, loaded when used.
 
-Each command group lives in its own module (`hw`, `plan`, `hub`, `chat`, `config`) with its own
+Each command group lives in its own module (`hw`, `plan`, `hub`, `chat`, `config`, ...) with its own
 small Typer app; `COMMANDS` says where each command is, and the group imports a module only when
 one of its commands runs or is described, so `qwen hw` never imports the chat code. Commands are
 thin: parse, call one library function, render through `output`; errors are mapped once, in
@@ -29,6 +29,7 @@ COMMANDS = {
     "list": "hub",
     "rm": "hub",
     "chat": "chat",
+    "serve": "serve",
     "config": "config",
 }
 
