@@ -516,6 +516,17 @@ def test_sigterm_stops_an_answer_in_flight_and_exits_0(files: dict[str, Path]) -
     assert not [line for line in running.lines if "Traceback" in line]
 
 
+def test_sigterm_while_loading_takes_effect_when_the_load_ends(files: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    gate = tmp_path / "loaded"
+    running = Server(files, hook=True, env={"QWEN_TEST_HOLD_LOAD": str(gate)})
+    running.process.send_signal(signal.SIGTERM)  # recorded: the load is held
+    gate.touch()
+    assert running.stop() == 0
+    assert running.lines[-2:] == ["stopped", "<eof>"]
+    assert not [line for line in running.lines if line.startswith("ready")]
+
+
 def test_ctrl_c_exits_130_and_a_port_in_use_is_one_line(files: dict[str, Path]) -> None:
     running = Server(files).ready()
     taken = subprocess.run(

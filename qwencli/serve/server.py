@@ -138,19 +138,22 @@ def url_of(sock: socket.socket) -> str:
 
 class StopSignals(HandledSignals):
     """SIGINT and SIGTERM stop the server: the first one is recorded and the queue told to
-    stop (a flag and a put, safe in a handler); later ones change nothing."""
+    stop (a flag and a put, safe in a handler); later ones change nothing. While llama.cpp
+    loads the model, chat.engine's own guard takes SIGINT (the load stops, exit 130); a SIGTERM
+    then is recorded here and takes effect when the load ends."""
 
     SIGNALS = ("SIGINT", "SIGTERM")
 
-    def __init__(self, stop: Callable[[], None]) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.stop = stop
+        self.on_stop: Callable[[], None] | None = None  # set once there is a queue to stop
         self.received: int | None = None
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.received is None:
             self.received = signum
-            self.stop()
+            if self.on_stop is not None:
+                self.on_stop()
 
     def _replaces(self, current: Any) -> bool:
         return current is not signal.SIG_IGN
@@ -205,37 +208,42 @@ def run_server(opts: ServeOptions, machine: Machine, fetch: Fetch | None,
                         log=(lambda line: None) if opts.quiet else report.info)
     http = _Uvicorn(create_app(state, cors=opts.cors), sock)
     engine = None
+    signals = StopSignals()
     try:
-        http.start()
-        report.info(f"listening on {url} (loading {choice.label} ...)")
-        loaded = open_model(choice, LoadRequest(opts.ctx, opts.gpu_layers, opts.threads,
-                                                opts.verbose, kv_type=opts.kv_type,
-                                                largest_ctx=True), hw, budget)
-        for note in loaded.notes:
-            report.warn(note)
-        engine = loaded.engine
-        aliases = tuple(dict.fromkeys(a for a in (
-            choice.path.name, choice.path.stem, choice.spec.id if choice.spec else None)
-            if a and a != choice.label))
-        model = ServedModel(engine, choice.label, aliases,
-                            thinking_support(choice.spec, engine.template), choice.spec,
-                            choice.path, int(time.time()))
-        scheduler = Scheduler(model, limit=opts.queue, log=state.log)
-        with StopSignals(scheduler.stop) as signals:
-            state.model, state.scheduler, state.status = model, scheduler, "ready"
-            report.info(f"ready: {choice.label}"
-                        f"{f' ({loaded.quant})' if loaded.quant else ''}, context "
-                        f"{engine.n_ctx:,} tokens, queue {opts.queue}; OpenAI base URL "
-                        f"{url}/v1{' (API key required)' if opts.api_key else ''}")
+        with signals:
+            http.start()
+            report.info(f"listening on {url} (loading {choice.label} ...)")
+            loaded = open_model(choice, LoadRequest(opts.ctx, opts.gpu_layers, opts.threads,
+                                                    opts.verbose, kv_type=opts.kv_type,
+                                                    largest_ctx=True), hw, budget)
+            for note in loaded.notes:
+                report.warn(note)
+            engine = loaded.engine
+            aliases = tuple(dict.fromkeys(a for a in (
+                choice.path.name, choice.path.stem, choice.spec.id if choice.spec else None)
+                if a and a != choice.label))
+            model = ServedModel(engine, choice.label, aliases,
+                                thinking_support(choice.spec, engine.template), choice.spec,
+                                choice.path, int(time.time()))
+            scheduler = Scheduler(model, limit=opts.queue, log=state.log)
+            signals.on_stop = scheduler.stop
+            if signals.received is not None:  # it came during the load
+                scheduler.stop()
+            else:
+                state.model, state.scheduler, state.status = model, scheduler, "ready"
+                report.info(f"ready: {choice.label}"
+                            f"{f' ({loaded.quant})' if loaded.quant else ''}, context "
+                            f"{engine.n_ctx:,} tokens, queue {opts.queue}; OpenAI base URL "
+                            f"{url}/v1{' (API key required)' if opts.api_key else ''}")
             scheduler.run()
             state.status = "stopping"
             http.stop()  # before the engine goes: no request may still be tokenizing
-        received = signals.received
     finally:
         state.status = "stopping"
         http.stop()
         sock.close()
         if engine is not None:
             engine.close()
+    received = signals.received
     report.info("stopped")
     return EXIT_INTERRUPTED if received == signal.SIGINT else EXIT_OK
