@@ -60,6 +60,8 @@ if os.environ.get("QWEN_TEST_HOLD_FIRST"):
             yield piece
             if hold and piece.strip():
                 hold = False
+                sys.stderr.write("tests.hold: holding the first answer\\n")
+                sys.stderr.flush()
                 give_up = time.monotonic() + {ceilings.PROCESS_S}
                 while not self._should_stop() and time.monotonic() < give_up:
                     time.sleep(0.01)
@@ -434,6 +436,10 @@ def test_a_full_queue_a_key_cors_and_a_client_that_hangs_up(files: dict[str, Pat
         # Loading (held): /health says so, the API asks to come back.
         status, headers, body = running.request("GET", "/health")
         assert (status, body, headers["retry-after"]) == (503, {"status": "loading"}, "5")
+        status, headers, body = running.request(
+            "POST", "/v1/chat/completions", {"messages": HELLO},
+            headers={"Authorization": "Bearer s3cret-key-for-tests"})
+        assert (status, body["error"]["code"], headers["retry-after"]) == (503, "loading", "5")
         gate.touch()
         running.ready()
         assert running.request("GET", "/health")[0] == 200  # no key needed
@@ -491,6 +497,25 @@ def test_a_full_queue_a_key_cors_and_a_client_that_hangs_up(files: dict[str, Pat
         assert finish[-1] == "length"
         second.close()
         assert re.search(r"finish length$", running.wait_for(r"^#2 POST"))
+    finally:
+        running.kill()
+
+
+def test_a_client_that_stops_waiting_for_a_whole_answer_stops_it(files: dict[str, Path]) -> None:
+    running = Server(files, hook=True, env={"QWEN_TEST_HOLD_FIRST": "1"}).ready()
+    try:
+        connection = http.client.HTTPConnection(running.host, running.port,
+                                                timeout=ceilings.HTTP_S)
+        connection.request("POST", "/v1/chat/completions", body=json.dumps({
+            "messages": HELLO, "max_tokens": 3000,
+            "chat_template_kwargs": {"enable_thinking": False}}))
+        running.wait_for(r"^tests.hold: holding")  # generating, and held
+        connection.close()  # the client gives up before the answer is whole
+        line = running.wait_for(r"^#1 POST /v1/chat/completions 200:")
+        assert line.endswith("stopped: the client went away (0 tokens after)"), line
+        reply = running.client().chat.completions.create(messages=HELLO, model="tiny-qwen3",
+                                                         max_tokens=4)
+        assert reply.usage.completion_tokens == 4  # type: ignore[union-attr]
     finally:
         running.kill()
 

@@ -154,6 +154,11 @@ async def _handle(state: ServerState, request: Request, kind: str) -> Response:
     except ApiError as error:
         state.log(f"- {label} {error.status}: {error.message}")
         return error_response(error)
+    except Exception as exc:  # a bug: one line in the log and a 500, never a traceback
+        error = ApiError(500, f"internal error: {type(exc).__name__}: {exc}",
+                         kind="server_error")
+        state.log(f"- {label} 500: {error.message}")
+        return error_response(error)
     headers = {"X-Request-Number": str(job.number)}
     envelope = _envelope("chatcmpl" if kind == "chat" else "cmpl", model)
     if parsed.stream:

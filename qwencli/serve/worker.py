@@ -266,9 +266,11 @@ class Scheduler:
             for text in generation:
                 for kind, part in (splitter.feed(text) if splitter else [("answer", text)]):
                     job.deliver(Piece(kind, part))
-        except EngineError as exc:
-            self._log(f"#{job.number} {job.label} 500 {exc.message}")
-            job.deliver(Failed(ApiError(500, exc.message, kind="server_error")))
+        except Exception as exc:  # llama.cpp failed, or a bug: this request fails, not the server
+            message = exc.message if isinstance(exc, EngineError) else \
+                f"internal error: {type(exc).__name__}: {exc}"
+            self._log(f"#{job.number} {job.label} 500: {message}")
+            job.deliver(Failed(ApiError(500, message, kind="server_error")))
             return
         for kind, part in (splitter.flush() if splitter else []):
             job.deliver(Piece(kind, part))
