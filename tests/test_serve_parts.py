@@ -249,3 +249,22 @@ def test_cached_tokens_match_what_llama_cpp_did_not_evaluate(tmp_path: Path) -> 
                          {"role": "user", "content": f"And {turn}+{turn}?"}]
     finally:
         engine.close()
+
+
+def test_a_hostile_chat_template_is_a_400_not_code_run() -> None:
+    from qwencli.chat.engine import ChatTemplate
+    from qwencli.serve.worker import prepare_chat
+
+    hostile = ChatTemplate("{{ ''.__class__.__mro__[1].__subclasses__() }}", bos_token="",
+                           eos_token="")
+
+    class HostileEngine(ScriptedEngine):
+        def prompt(self, messages: Sequence[Mapping[str, str]],
+                   template_kwargs: Mapping[str, Any] | None = None) -> Prompt:
+            text = hostile.render(messages)
+            return Prompt(text, (1,), False)
+
+    model = ServedModel(HostileEngine([]), "m", (), ThinkingSupport("none", None, False), None,
+                        Path("m.gguf"), 0)
+    error = _refused(lambda: prepare_chat(model, _chat()))
+    assert "chat template failed: SecurityError" in error.message
