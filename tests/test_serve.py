@@ -350,9 +350,18 @@ def test_a_prompt_longer_than_the_context_is_refused_with_the_counts(server: Ser
 
 
 def test_a_body_over_the_limit_is_413(server: Server) -> None:
-    status, _, body = server.request("POST", "/v1/completions",
-                                     b'{"prompt": "' + b"a" * (9 << 20) + b'"}')
-    assert status == 413 and body["error"]["code"] == "request_too_large"
+    # Refused on its declared length, before a byte of it is read (the client sends none:
+    # no race between its sending and the server's answer).
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=ceilings.HTTP_S)
+    connection.putrequest("POST", "/v1/completions")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(9 << 20))
+    connection.endheaders()
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    connection.close()
+    assert response.status == 413 and body["error"]["code"] == "request_too_large"
+    assert body["error"]["message"] == "the request body is larger than 8,388,608 bytes"
     assert server.request("GET", "/health")[0] == 200  # and the server is none the worse
 
 

@@ -161,7 +161,7 @@ def scripted() -> Iterator[tuple[openai.OpenAI, ScriptedEngine]]:
                         ThinkingSupport("hybrid", "enable_thinking", True), None,
                         Path("scripted.gguf"), 0)
     lines: list[str] = []
-    state = ServerState(api_key=None, log=lines.append)
+    state = ServerState(api_key=None, log=lines.append, max_body=4096)
     scheduler = Scheduler(model, limit=4, log=lines.append)
     state.model, state.scheduler, state.status = model, scheduler, "ready"
     sock = bind("127.0.0.1", 0)
@@ -211,6 +211,20 @@ def test_presets_switch_and_history_follow_the_chat_rules(scripted) -> None:
     assert (sampling1.temperature, sampling1.top_p) == (0.6, 0.95)  # Qwen's thinking preset
     assert kwargs2 == {"enable_thinking": False}
     assert (sampling2.temperature, sampling2.top_p) == (1.5, 0.8)  # request over the preset
+
+
+def test_a_body_without_a_length_is_cut_at_the_limit(scripted) -> None:
+    import http.client
+
+    client, _ = scripted
+    connection = http.client.HTTPConnection(client.base_url.host, client.base_url.port,
+                                            timeout=ceilings.HTTP_S)
+    connection.request("POST", "/v1/chat/completions", body=iter([b" " * 3000, b" " * 3000]),
+                       encode_chunked=True, headers={"Transfer-Encoding": "chunked"})
+    response = connection.getresponse()
+    assert response.status == 413  # the limit here is 4,096 bytes; 6,000 came, undeclared
+    assert b"larger than 4,096 bytes" in response.read()
+    connection.close()
 
 
 # ------------------------------------------------------------------------------------------
