@@ -282,3 +282,34 @@ def test_a_hostile_chat_template_is_a_400_not_code_run() -> None:
                         Path("m.gguf"), 0)
     error = _refused(lambda: prepare_chat(model, _chat()))
     assert "chat template failed: SecurityError" in error.message
+
+
+def test_serve_loads_the_largest_context_the_plan_allows(tmp_path: Path) -> None:
+    """Without --ctx, serve plans the model's whole context when it fits (chat: 8,192), and the
+    largest that fits when it does not; the KV cache type is the one asked for."""
+    from dataclasses import replace
+
+    from qwencli.chat.select import LoadRequest, plan_load
+    from qwencli.fit import Options, plan
+    from qwencli.gguf_info import read_model
+    from qwencli.hardware.model import Budget
+    from qwencli.hardware.probe import probe
+    from qwencli.hardware.whatif import WhatIf, resolve_hardware
+    from qwencli.shapes import shape_from_gguf
+    from tests.gguf_fixtures import QWEN3_0_6B, write_header_only_gguf
+
+    path = write_header_only_gguf(tmp_path / "Qwen3-0.6B-F16.gguf",
+                                  QWEN3_0_6B.tensor_specs("F16"),
+                                  metadata=QWEN3_0_6B.arch_metadata())
+    hw = replace(resolve_hardware(WhatIf(hardware="laptop-rtx4060-32gb"), probe), gpus=())
+    plenty = Budget(10**12, "", (), False)
+    serve = LoadRequest(largest_ctx=True)
+    assert plan_load(path, LoadRequest(), hw, plenty)[0].ctx == 8192
+    assert plan_load(path, serve, hw, plenty)[0].ctx == 40960  # the model's own
+    quantized = plan_load(path, replace(serve, kv_type="q8_0"), hw, plenty)[0]
+    assert quantized.kv_type == "q8_0"
+    shape = shape_from_gguf(read_model(path))
+    need_16k = plan(shape, hw, plenty, Options(ctx=16384)).host.bytes
+    the_plan, max_ctx, notes, _ = plan_load(path, serve, hw, Budget(need_16k, "", (), False))
+    assert the_plan.ctx == max_ctx and 8192 < max_ctx <= 16384
+    assert notes == (f"the default 40,960-token context does not fit; using {max_ctx:,}",)
