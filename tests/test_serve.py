@@ -219,6 +219,9 @@ def test_chat_completion_non_streaming(server: Server) -> None:
     assert reply.usage.prompt_tokens == 19
     assert reply.usage.completion_tokens == 8 and reply.usage.total_tokens == 27
     assert _extra(choice.message, "reasoning_content") is None  # it did not think
+    timings = _extra(reply, "timings")  # the engine's own, as `qwen chat --json` gives them
+    assert set(timings) == {"ttft_s", "prompt_tok_s", "decode_tok_s", "total_s"}
+    assert timings["ttft_s"] > 0 and timings["decode_tok_s"] > 0
 
 
 def test_chat_completion_streaming_with_usage(server: Server) -> None:
@@ -234,6 +237,7 @@ def test_chat_completion_streaming_with_usage(server: Server) -> None:
     assert [c.choices[0].finish_reason for c in finals] == ["length"]
     assert chunks[-1].choices == [] and chunks[-1].usage is not None  # the usage chunk is last
     assert chunks[-1].usage.completion_tokens == 8
+    assert _extra(chunks[-1], "timings")["decode_tok_s"] > 0
     # thinking on (the model's default): no empty <think></think> block in the prompt
     assert chunks[-1].usage.prompt_tokens == 15
 

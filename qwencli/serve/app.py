@@ -112,7 +112,9 @@ def _envelope(prefix: str, model: ServedModel) -> Envelope:
 
 def _usage(done: Done) -> Usage:
     s = done.stats
-    return Usage(s.prompt_tokens, s.completion_tokens, s.prompt_tokens - s.prompt_eval_tokens)
+    return Usage(s.prompt_tokens, s.completion_tokens, s.prompt_tokens - s.prompt_eval_tokens,
+                 {"ttft_s": round(s.ttft_s, 4), "prompt_tok_s": round(s.prompt_tok_s, 2),
+                  "decode_tok_s": round(s.decode_tok_s, 2), "total_s": round(s.total_s, 4)})
 
 
 class _Channel:

@@ -288,6 +288,9 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int  # prompt tokens whose KV cache an earlier request left
+    # the engine's own timings, as `qwen chat --json` reports them (ttft_s, prompt_tok_s,
+    # decode_tok_s, total_s): sent beside `usage` as `timings`, as llama.cpp's server does
+    timings: Mapping[str, float] = field(default_factory=dict)
 
     def document(self) -> dict[str, Any]:
         return {"prompt_tokens": self.prompt_tokens,
@@ -319,16 +322,19 @@ def chat_completion(env: Envelope, answer: str, thinking: str | None, finish_rea
             "model": env.model,
             "choices": [{"index": 0, "message": chat_message(answer, thinking),
                          "logprobs": None, "finish_reason": finish_reason}],
-            "usage": usage.document()}
+            "usage": usage.document(), "timings": dict(usage.timings)}
 
 
 def chat_chunk(env: Envelope, delta: Mapping[str, Any], finish_reason: str | None = None,
                usage: Usage | None = None, *, choices: bool = True) -> dict[str, Any]:
-    return {"id": env.id, "object": "chat.completion.chunk", "created": env.created,
-            "model": env.model,
-            "choices": [{"index": 0, "delta": dict(delta), "logprobs": None,
-                         "finish_reason": finish_reason}] if choices else [],
-            "usage": usage.document() if usage else None}
+    document = {"id": env.id, "object": "chat.completion.chunk", "created": env.created,
+                "model": env.model,
+                "choices": [{"index": 0, "delta": dict(delta), "logprobs": None,
+                             "finish_reason": finish_reason}] if choices else [],
+                "usage": usage.document() if usage else None}
+    if usage is not None:
+        document["timings"] = dict(usage.timings)
+    return document
 
 
 def text_completion(env: Envelope, text: str, finish_reason: str | None,
@@ -340,6 +346,8 @@ def text_completion(env: Envelope, text: str, finish_reason: str | None,
                      "finish_reason": finish_reason}] if choices else []}
     if usage is not None or not chunk:
         document["usage"] = usage.document() if usage else None
+    if usage is not None:
+        document["timings"] = dict(usage.timings)
     return document
 
 
