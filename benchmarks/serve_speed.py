@@ -17,7 +17,10 @@ What it does:
    Each run's prompt starts with the run number, so neither side reuses a KV cache of the
    prompt (the server would: a repeated prompt is measured separately, at the end).
 4. Prints medians and best runs side by side, the ratio server / chat (target >= 0.9, goal
-   0.97), and the time to the first token through HTTP minus `qwen chat`'s own.
+   0.97), and, on the same requests, what the server adds: the client's time to the first
+   text minus the engine's own (the `timings` the server sends beside `usage`), and the
+   client's decode rate over the engine's. Those two are the server's overhead proper; the
+   chat / serve ratio also carries whatever else the machine was doing between runs.
 
 llama.cpp's threads spin while they wait: run this alone on the machine, or the figures mean
 little (on a shared 2-core box, --threads 1 keeps them steadier).
