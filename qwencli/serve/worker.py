@@ -164,14 +164,16 @@ class Job:
     number: int = 0  # place in the order of arrival, given by the queue
     queued_at: float = field(default_factory=time.monotonic)
     ended_by: str | None = None
-    generated: int = 0  # tokens so far (updated around every token)
-    generated_at_cancel: int | None = None
+    generation: Any = None  # the engine's Generation while the job runs
+    generated_at_cancel: int | None = None  # its tokens when it was told to stop
 
     def cancel(self, why: str = "client") -> None:
-        """Stop this job (before it runs, or at the next token). Idempotent."""
+        """Stop this job (before it runs, or at the next token). Idempotent; may be called
+        from any thread (the count read is one int of the running generation)."""
         if self.ended_by is None:
+            running = self.generation
+            self.generated_at_cancel = running.completion_tokens if running is not None else 0
             self.ended_by = why
-            self.generated_at_cancel = self.generated
 
 
 class Scheduler:
@@ -249,17 +251,15 @@ class Scheduler:
     def _run(self, job: Job) -> None:
         prepared = job.prepared
         started = time.monotonic()
-        generation: Any = None
 
         def should_stop() -> bool:
-            if generation is not None:
-                job.generated = generation.completion_tokens
             if self._stopping:
                 job.cancel("shutdown")
             return job.ended_by is not None
 
         generation = self.model.engine.generate(prepared.prompt, prepared.sampling,
                                                 should_stop, prepared.stops)
+        job.generation = generation
         splitter = ThinkSplitter(opened=prepared.prompt.opens_thinking) \
             if prepared.split_thinking else None
         try:
