@@ -419,13 +419,18 @@ def test_load_eight_clients_three_requests_each_in_order(server: Server) -> None
         results = _load(client)
         elapsed = time.monotonic() - started
         rss.append(process.memory_info().rss)
-        assert results == [(16, "length")] * 24  # every answer complete
+        # every answer complete: 16 tokens, or fewer when the random weights sampled the
+        # end of the turn (a chance of about 1 in 150,000 per token)
+        assert len(results) == 24
+        assert all((n == 16) if finish == "length" else (finish == "stop" and n <= 16)
+                   for n, finish in results), results
         server.wait_for(r"^#", count=logged + 24)  # a line is logged just after its answer
         log = [line for line in server.lines if line.startswith("#")][logged:logged + 24]
         logged += 24
         numbers = [int(line[1:].split()[0]) for line in log]
         assert numbers == sorted(numbers)  # answered in order of arrival
-        assert all(line.endswith("finish length") for line in log)  # none cancelled or failed
+        assert all(line.endswith(("finish length", "finish stop")) for line in log)  # none
+        # cancelled, none failed
         waits = [float(re.search(r"waited (\d+\.\d+) s", line).group(1))  # type: ignore
                  for line in log]
         print(f"\nload round {round_number}: 24 requests from 8 clients in {elapsed:.1f} s, "
