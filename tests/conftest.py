@@ -46,7 +46,8 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # start inherit these.
     monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", str(ceilings.HTTP_S))
     monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", str(ceilings.HTTP_S))
-    for var in ("QWEN_DEBUG", "QWEN_MODEL", "HF_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE",
+    for var in ("QWEN_DEBUG", "QWEN_MODEL", "QWEN_API_KEY", "HF_TOKEN", "HF_ENDPOINT",
+                "HF_HUB_OFFLINE",
                 "HF_HUB_CACHE", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "FORCE_COLOR",
                 "XDG_DATA_HOME", "QWEN_LOG_DB", "QWEN_NOLOG",
                 # local test servers must be reached directly, whatever the machine's proxy says

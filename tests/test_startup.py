@@ -9,7 +9,7 @@ import sys
 from tests import ceilings
 
 HEAVY = ("llama_cpp", "huggingface_hub", "gguf", "numpy", "psutil", "pynvml", "rich.table",
-         "rich.progress")
+         "rich.progress", "starlette", "uvicorn", "anyio", "openai")
 
 PROBE = """
 import json, sys

@@ -83,6 +83,7 @@ class Sampling:
     min_p: float = 0.0
     presence_penalty: float = 0.0
     repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0  # OpenAI's; `qwen serve` passes a request's through
     seed: int | None = None  # None: a random seed
     max_tokens: int | None = None  # None: until the end of the context
 
@@ -494,8 +495,10 @@ class Generation:
     """
 
     def __init__(self, engine: Engine, prompt: Prompt, sampling: Sampling,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None,
+                 stops: Sequence[str] = ()) -> None:
         self._engine = engine
+        self._stops = (*engine.template.stops, *stops)  # the template's, then the caller's
         self.prompt = prompt
         self.sampling = sampling
         self._should_stop = should_stop or (lambda: False)
@@ -519,7 +522,7 @@ class Generation:
         llm.set_seed(DEFAULT_SEED if s.seed is None else s.seed)
         llm.last_n_tokens_size = n_ctx  # penalties see the whole answer, not 64 tokens
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = _StopStrings(engine.template.stops)
+        stops = _StopStrings(self._stops)
         self._t_start = time.perf_counter()
         if limit <= 0:  # the prompt fills the context (the chat layer checks this first)
             self.finish_reason, self.context_full = "length", True
@@ -530,7 +533,8 @@ class Generation:
         stream = llm.generate(tokens, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
                               typical_p=1.0, temp=s.temperature,
                               repeat_penalty=s.repeat_penalty,
-                              presence_penalty=s.presence_penalty, frequency_penalty=0.0)
+                              presence_penalty=s.presence_penalty,
+                              frequency_penalty=s.frequency_penalty)
         try:
             for token in stream:
                 if self._should_stop():  # e.g. Ctrl-C while the prompt was read: no token
@@ -689,8 +693,10 @@ class Engine:
                       opens_thinking=prompt_opens_thinking(text))
 
     def generate(self, prompt: Prompt, sampling: Sampling,
-                 should_stop: Callable[[], bool] | None = None) -> Generation:
-        return Generation(self, prompt, sampling, should_stop)
+                 should_stop: Callable[[], bool] | None = None,
+                 stops: Sequence[str] = ()) -> Generation:
+        """`stops`: stop strings besides the template's (an API request's `stop`)."""
+        return Generation(self, prompt, sampling, should_stop, stops)
 
     def reused_prefix(self, tokens: Sequence[int]) -> int:
         """How many leading tokens the KV cache already holds (llama-cpp-python reuses them)."""

@@ -175,6 +175,8 @@ class LoadRequest:
     gpu_layers: int | None = None
     threads: int | None = None
     verbose: bool = False
+    kv_type: str = "f16"
+    largest_ctx: bool = False  # no --ctx: the largest the plan allows, not chat's default
 
 
 @dataclass(frozen=True)
@@ -201,11 +203,12 @@ def plan_load(path: Path, request: LoadRequest, hw: Hardware, budget: Budget) ->
     check_ctx(request.ctx, shape.ctx_train, shape.name)  # as `qwen fit` does: exit 2
     ctx_train = max(CTX_PAD, shape.ctx_train)
     notes: list[str] = []
-    ctx = request.ctx if request.ctx is not None else min(DEFAULT_CHAT_CTX, ctx_train)
+    default_ctx = ctx_train if request.largest_ctx else min(DEFAULT_CHAT_CTX, ctx_train)
+    ctx = request.ctx if request.ctx is not None else default_ctx
     gpu_layers = request.gpu_layers
     if gpu_layers is not None and gpu_layers < 0:
         gpu_layers = shape.n_layers + 1  # -1: all of them (the output layer counts as one)
-    options = Options(ctx=ctx, n_gpu_layers=gpu_layers)
+    options = Options(ctx=ctx, n_gpu_layers=gpu_layers, kv_type=request.kv_type)
     the_plan = plan(shape, hw, budget, options)
     max_ctx = the_plan.usable_ctx
     if not the_plan.fits and request.ctx is None and max_ctx >= MIN_AUTO_CTX:

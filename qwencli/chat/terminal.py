@@ -81,6 +81,7 @@ class ChatOptions:
     ctx: int | None = None
     gpu_layers: int | None = None
     threads: int | None = None
+    kv_type: str = "f16"
     json: bool = False
     stream: bool = True
     verbose: bool = False
@@ -379,7 +380,7 @@ def _run_chat(opts: ChatOptions, machine: Machine, console: ChatConsole, text: s
     if text is None:
         console.note(f"loading {choice.label} ...")
     loaded = open_model(choice, LoadRequest(opts.ctx, opts.gpu_layers, opts.threads,
-                                            opts.verbose), hw, budget)
+                                            opts.verbose, kv_type=opts.kv_type), hw, budget)
     for note in loaded.notes:
         console.warn(note)
     engine = loaded.engine

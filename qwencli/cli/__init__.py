@@ -1,10 +1,10 @@
 """The `qwen` command line: the app, `main`, and the command modules, loaded when used.
 
-Each command group lives in its own module (`hw`, `plan`, `hub`, `chat`, `logs`, `config`) with
-its own small Typer app; `COMMANDS` says where each command is, and the group imports a module
-only when one of its commands runs or is described, so `qwen hw` never imports the chat code.
-Commands are thin: parse, call one library function, render through `output`; errors are mapped
-once, in `_common.handle_errors`.
+Each command group lives in its own module (`hw`, `plan`, `hub`, `chat`, `logs`, `serve`,
+`config`) with its own small Typer app; `COMMANDS` says where each command is, and the group
+imports a module only when one of its commands runs or is described, so `qwen hw` never imports
+the chat code. Commands are thin: parse, call one library function, render through `output`;
+errors are mapped once, in `_common.handle_errors`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ COMMANDS = {
     "rm": "hub",
     "chat": "chat",
     "logs": "logs",
+    "serve": "serve",
     "config": "config",
 }
 

@@ -203,3 +203,43 @@ def lazy_machine(whatif: WhatIf | None = None) -> Callable[[], tuple[Hardware, B
         return found[0]
 
     return get
+
+
+# --------------------------------------------------------------------------------------------
+# Loading a model: the options `qwen chat` and `qwen serve` share (one definition each)
+
+MODEL_PANEL = "Model and hardware"
+KV_TYPES = ("f16", "q8_0", "q4_0")
+
+
+def _kv_type(value: str) -> str:
+    if value not in KV_TYPES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(KV_TYPES)}")
+    return value
+
+
+ModelOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--model", "-m", metavar="MODEL", rich_help_panel=MODEL_PANEL,
+    autocompletion=_complete.models,
+    help="A catalog name (qwen3-8b, qwen3-8b:q5_k_m), a Hub reference "
+         "(Qwen/Qwen3-8B-GGUF:Q4_K_M) or a .gguf file. Default: $QWEN_MODEL, the "
+         "config's default-model, the best downloaded model, the top recommendation.")]
+DownloadYesOpt = Annotated[bool, typer.Option(
+    "--yes", "-y", rich_help_panel=MODEL_PANEL,
+    help="Download the model without asking when it is missing.")]
+GpuLayersOpt = Annotated[Optional[int], typer.Option(  # noqa: UP045
+    "--gpu-layers", metavar="N", min=-1, rich_help_panel=MODEL_PANEL,
+    help="Layers to offload to the GPU (-1: all; default: as many as fit).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(  # noqa: UP045
+    "--threads", "-t", metavar="N", min=1, max=1024, rich_help_panel=MODEL_PANEL,
+    help="CPU threads (default: the physical cores this process may use).")]
+KvTypeOpt = Annotated[str, typer.Option(
+    "--kv-type", metavar="TYPE", callback=_kv_type, rich_help_panel=MODEL_PANEL,
+    help="KV cache type: f16, q8_0 or q4_0 (q8_0 halves the cache's memory).")]
+
+
+def ctx_option(default: str) -> Any:
+    """`--ctx N`; `default` says what happens without it (chat and serve differ)."""
+    return Annotated[Optional[int], typer.Option(  # noqa: UP045
+        "--ctx", metavar="N", min=256, rich_help_panel=MODEL_PANEL,
+        help=f"Context size in tokens (default: {default}).")]

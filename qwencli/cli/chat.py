@@ -7,15 +7,24 @@ from typing import Annotated, Optional
 
 import typer
 
-from qwencli.cli import _complete
-from qwencli.cli._common import command, command_app, lazy_machine
+from qwencli.cli._common import (
+    DownloadYesOpt,
+    GpuLayersOpt,
+    KvTypeOpt,
+    ModelOpt,
+    ThreadsOpt,
+    command,
+    command_app,
+    ctx_option,
+    lazy_machine,
+)
 
 app = command_app()
 
-MODEL_PANEL = "Model and hardware"
 SAMPLING_PANEL = "Sampling (default: Qwen's published settings for the model and mode)"
 OUTPUT_PANEL = "Output"
 LOG_PANEL = "Conversation log"
+CtxOpt = ctx_option("8192, or the largest that fits, at most the model's")
 
 CHAT_HELP = """Chat with a Qwen model: a session in a terminal, or one answer for a script.
 
@@ -45,26 +54,12 @@ def chat(
     prompt: Annotated[Optional[list[str]], typer.Argument(  # noqa: UP045
         metavar="PROMPT", help="The prompt (words are joined with spaces).",
         show_default=False)] = None,
-    model: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        "--model", "-m", metavar="MODEL", rich_help_panel=MODEL_PANEL,
-        autocompletion=_complete.models,
-        help="A catalog name (qwen3-8b, qwen3-8b:q5_k_m), a Hub reference "
-             "(Qwen/Qwen3-8B-GGUF:Q4_K_M) or a .gguf file. Default: $QWEN_MODEL, the "
-             "config's default-model, the best downloaded model, the top recommendation."
-    )] = None,
-    yes: Annotated[bool, typer.Option(
-        "--yes", "-y", rich_help_panel=MODEL_PANEL,
-        help="Download the model without asking when it is missing.")] = False,
-    ctx: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        "--ctx", metavar="N", min=256, rich_help_panel=MODEL_PANEL,
-        help="Context size in tokens (default: 8192, or the largest that fits, at most "
-             "the model's).")] = None,
-    gpu_layers: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        "--gpu-layers", metavar="N", min=-1, rich_help_panel=MODEL_PANEL,
-        help="Layers to offload to the GPU (-1: all; default: as many as fit).")] = None,
-    threads: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        "--threads", "-t", metavar="N", min=1, max=1024, rich_help_panel=MODEL_PANEL,
-        help="CPU threads (default: the physical cores this process may use).")] = None,
+    model: ModelOpt = None,
+    yes: DownloadYesOpt = False,
+    ctx: CtxOpt = None,
+    gpu_layers: GpuLayersOpt = None,
+    threads: ThreadsOpt = None,
+    kv_type: KvTypeOpt = "f16",
     system: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--system", "-s", metavar="TEXT", help="System prompt.")] = None,
     system_file: Annotated[Optional[Path], typer.Option(  # noqa: UP045
@@ -138,7 +133,7 @@ def chat(
     code = run_chat(ChatOptions(
         model=model, prompt_words=tuple(prompt or ()), system=system, think=think,
         hide_thinking=hide_thinking, show_thinking=show_thinking, overrides=overrides,
-        ctx=ctx, gpu_layers=gpu_layers, threads=threads, json=json_output,
+        ctx=ctx, gpu_layers=gpu_layers, threads=threads, kv_type=kv_type, json=json_output,
         stream=not no_stream, verbose=verbose, assume_yes=yes, system_file=system_file,
         continue_latest=continue_latest, conversation_id=conversation_id, no_log=no_log),
         lazy_machine())
