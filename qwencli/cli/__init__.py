@@ -29,6 +29,7 @@ COMMANDS = {
     "list": "hub",
     "rm": "hub",
     "chat": "chat",
+    "bench": "bench",
     "config": "config",
 }
 

@@ -18,6 +18,7 @@ from typer.core import TyperCommand
 from qwencli.errors import EXIT_ERROR, EXIT_INTERRUPTED, QwenError, StdoutClosed, UsageError
 
 if TYPE_CHECKING:
+    from qwencli.fit import SpeedCalibration
     from qwencli.hardware.model import Budget, Hardware
     from qwencli.hardware.whatif import WhatIf
 
@@ -201,3 +202,19 @@ def lazy_machine(whatif: WhatIf | None = None) -> Callable[[], tuple[Hardware, B
         return found[0]
 
     return get
+
+
+def speed_calibration(hw: Hardware, whatif: WhatIf | None = None) -> SpeedCalibration | None:
+    """What `qwen bench` measured here, for the probed machine only: a what-if machine is
+    not this one, so it is planned from the uncalibrated constants. A stored file that cannot
+    be used is a warning, and the estimate goes on uncalibrated."""
+    from qwencli import output
+    from qwencli.calibration import load
+    from qwencli.chat.engine import default_threads
+
+    if (whatif is not None and not whatif.is_empty()) or hw.source != "probed":
+        return None
+    loaded = load(hw, default_threads(hw.cpu.physical_cores))
+    if loaded.warning:
+        output.warn(loaded.warning)
+    return loaded.calibration.speed if loaded.calibration is not None else None

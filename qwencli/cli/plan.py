@@ -12,6 +12,7 @@ from qwencli.cli._common import (
     command_app,
     finite,
     machine,
+    speed_calibration,
     whatif_options,
 )
 from qwencli.errors import UsageError
@@ -69,7 +70,7 @@ def recommend(
     finite("--min-speed", min_speed)
     hardware, budget = machine(whatif)
     picks = rank(load_catalog(), hardware, budget, use=use, ctx=ctx, min_speed=min_speed,
-                 top=top)
+                 top=top, calibration=speed_calibration(hardware, whatif))
     floor = DEFAULT_MIN_SPEED if min_speed is None else min_speed
     if json_output:
         output.print_json(reports.recommend_document(picks, hardware, budget, use, ctx, floor))
@@ -90,6 +91,9 @@ def fit(
         help="Put N layers on the GPU instead of the most that fit.")] = None,
     kv_type: Annotated[str, typer.Option(
         "--kv-type", metavar="TYPE", help="KV cache type: f16, q8_0 or q4_0.")] = "f16",
+    prompt_tokens: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        "--prompt-tokens", metavar="N", min=1, max=10_000_000,
+        help="A prompt of N tokens: how long until the first token of the answer.")] = None,
     json_output: JsonOpt = False,
     *,
     whatif: WhatIf,
@@ -107,6 +111,8 @@ def fit(
       qwen fit qwen3-14b:Q4_K_M --ctx 32768 --gpu "RTX 4090"
 
       qwen fit ./model.gguf --json
+
+      qwen fit qwen3-8b --prompt-tokens 20000
     """
     from qwencli import output, reports
     from qwencli.catalog import load_catalog
@@ -116,7 +122,8 @@ def fit(
         raise UsageError(f"--kv-type {kv_type!r} is not one of f16, q8_0, q4_0")
     hardware, budget = machine(whatif)
     result = fit_model(model, load_catalog(), hardware, budget, ctx=ctx, gpu_layers=gpu_layers,
-                       kv_type=kv_type)
+                       kv_type=kv_type, prompt_tokens=prompt_tokens,
+                       calibration=speed_calibration(hardware, whatif))
     if json_output:
         output.print_json(reports.fit_document(result))
     else:
