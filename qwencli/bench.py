@@ -21,6 +21,7 @@ to keep (calibration.record). Ctrl-C raises KeyboardInterrupt between two llama.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import statistics

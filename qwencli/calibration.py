@@ -52,7 +52,7 @@ def calibration_path() -> Path:
     return cache_dir() / FILE_NAME
 
 
-def fingerprint(hw: Hardware, threads: int) -> dict[str, Any]:
+def fingerprint_of(hw: Hardware, threads: int) -> dict[str, Any]:
     """What makes this machine's speed this machine's: a change means "not calibrated"."""
     return {
         "cpu": hw.cpu.model,
@@ -255,7 +255,7 @@ class Loaded:
 def load(hw: Hardware, threads: int, path: Path | None = None) -> Loaded:
     """This machine's calibration. Never raises for a bad file: a warning instead."""
     path = path or calibration_path()
-    machine = fingerprint(hw, threads)
+    machine = fingerprint_of(hw, threads)
     try:
         data = _read(path)
         records = _records_for(data, machine)
@@ -276,7 +276,7 @@ def store(record: Record, hw: Hardware, threads: int, path: Path | None = None) 
     from qwencli.fileio import atomic_write
 
     path = path or calibration_path()
-    machine = fingerprint(hw, threads)
+    machine = fingerprint_of(hw, threads)
     try:
         records = _records_for(_read(path), machine)
     except CalibrationError:

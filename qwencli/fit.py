@@ -73,10 +73,13 @@ KV_TYPE_BYTES = {"f16": 2.0, "bf16": 2.0, "f32": 4.0, "q8_0": 34 / 32, "q4_0": 1
 # fractions of the device's bandwidth figure, layer costs (worst, typical, best) seconds.
 # CPU: fitted on this project's build machine (2 threads of an AMD EPYC, benchmarks/
 # speed_accuracy.py: Qwen3-0.6B and Qwen2.5-1.5B Q4_K_M, Qwen3-1.7B Q8_0, a Qwen3-30B-A3B-shaped
-# MoE), against the measured copy bandwidth, which counts read + write bytes, so a decode that
-# only reads passes 1.0. GPU: published llama.cpp results, not checked on this code
+# MoE), against the measured copy bandwidth (`qwen hw`: a memmove that counts read + write
+# bytes, so a decode that only reads passes 1.0). A bandwidth stated by a profile is a
+# specification's peak, which a decode does not reach: CPU_EFFICIENCY_PEAK (llama.cpp's CPU
+# decode reads at 55-85% of the DDR peak, fit-anchors.md section 8, not checked here). GPU: published llama.cpp results, not checked on this code
 # (50-75% of peak, about 0.14 ms per layer, shared/reference/fit-anchors.md section 8).
 CPU_EFFICIENCY = (1.3, 1.75, 2.1)
+CPU_EFFICIENCY_PEAK = (0.55, 0.7, 0.85)
 GPU_EFFICIENCY = (0.5, 0.62, 0.75)
 CPU_LAYER_COST = (0.12e-3, 0.06e-3, 0.03e-3)
 GPU_LAYER_COST = (0.15e-3, 0.11e-3, 0.08e-3)
@@ -506,8 +509,11 @@ def decode_seconds(shape: ModelShape, hw: Hardware, part: _Part, depth: int, kv_
                    which: int) -> tuple[float, float]:
     """(weights and layers, KV cache at `depth`) seconds per decoded token on one device,
     uncalibrated; `which` picks the constants: 0 worst, 1 typical, 2 best."""
-    efficiency = (GPU_EFFICIENCY if part.gpu else CPU_EFFICIENCY)[which]
-    if not part.gpu:
+    if part.gpu:
+        efficiency = GPU_EFFICIENCY[which]
+    else:
+        measured = hw.memory.bandwidth is not None and hw.memory.bandwidth.source == "measured"
+        efficiency = (CPU_EFFICIENCY if measured else CPU_EFFICIENCY_PEAK)[which]
         efficiency *= CPU_DECODE_FAMILY.get(quant_family(shape.quant), 1.0)
     cost = (GPU_LAYER_COST if part.gpu else CPU_LAYER_COST)[which]
     rate = part.bandwidth * efficiency
