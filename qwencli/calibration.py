@@ -234,12 +234,13 @@ def _read(path: Path) -> dict[str, Any] | None:
 def _records_for(data: dict[str, Any] | None, machine: dict[str, Any]) -> list[Record]:
     """The records stored for this machine (none when the fingerprint or the speed model
     changed)."""
-    if data is None or data.get("fingerprint") != machine or \
-            data.get("speed_model") != SPEED_MODEL:
+    if data is None:
         return []
     benches = data.get("benches")
-    if not isinstance(benches, list):
-        raise CalibrationError("has no list of benches")
+    if not isinstance(benches, list) or not isinstance(data.get("fingerprint"), dict):
+        raise CalibrationError("has no fingerprint or no list of benches")
+    if data.get("fingerprint") != machine or data.get("speed_model") != SPEED_MODEL:
+        return []
     return [_parse_record(item) for item in benches[-MAX_RECORDS:]]
 
 

@@ -76,8 +76,9 @@ KV_TYPE_BYTES = {"f16": 2.0, "bf16": 2.0, "f32": 4.0, "q8_0": 34 / 32, "q4_0": 1
 # MoE), against the measured copy bandwidth (`qwen hw`: a memmove that counts read + write
 # bytes, so a decode that only reads passes 1.0). A bandwidth stated by a profile is a
 # specification's peak, which a decode does not reach: CPU_EFFICIENCY_PEAK (llama.cpp's CPU
-# decode reads at 55-85% of the DDR peak, fit-anchors.md section 8, not checked here). GPU: published llama.cpp results, not checked on this code
-# (50-75% of peak, about 0.14 ms per layer, shared/reference/fit-anchors.md section 8).
+# decode reads at 55-85% of the DDR peak, fit-anchors.md section 8, not checked here). GPU:
+# published llama.cpp results, not checked on this code (50-75% of peak, about 0.14 ms per
+# layer, shared/reference/fit-anchors.md section 8).
 CPU_EFFICIENCY = (1.3, 1.75, 2.1)
 CPU_EFFICIENCY_PEAK = (0.55, 0.7, 0.85)
 GPU_EFFICIENCY = (0.5, 0.62, 0.75)
