@@ -38,7 +38,9 @@ SPEED_MODEL = 1  # the estimate the factors are relative to: a new one invalidat
 MAX_FILE_BYTES = 1_000_000
 MAX_RECORDS = 20  # the newest benches kept
 OUTLIER = 0.25  # a record this far from the median (relative) is reported
-FACTOR_RANGE = (0.02, 50.0)  # a factor outside this is a broken measurement, not a machine
+# A factor outside this is a broken measurement, not a machine (a busy machine with spinning
+# threads can be 100x slower than its estimate, so the range is wide).
+FACTOR_RANGE = (0.001, 1000.0)
 FACTORS = ("decode", "kv", "prompt", "attention")
 
 
@@ -96,16 +98,20 @@ def _clamp_ok(value: float) -> bool:
     return math.isfinite(value) and FACTOR_RANGE[0] <= value <= FACTOR_RANGE[1]
 
 
-def record_from(result: BenchResult, hw: Hardware) -> Record | None:
-    """The factors one bench measured; None when the model was split over devices (no one
-    device's figure can be told apart) or nothing was measured at an empty context."""
+def record_from(result: BenchResult, hw: Hardware) -> Record:
+    """The factors one bench measured. CalibrationError (a sentence) when there is nothing
+    to learn: the model was split over devices (no one device's figure can be told apart), or
+    nothing usable was measured at an empty context."""
     tg0, pp0 = result.find("decode"), result.find("prompt")
     if tg0 is None or pp0 is None or tg0.median <= 0 or pp0.median <= 0:
-        return None
+        raise CalibrationError("nothing was measured at an empty context")
     n_prompt = pp0.tokens
     base = speed_parts(result.shape, hw, result.plan, 0, n_prompt // 2)
-    if base.device is None or base.decode_s <= 0 or base.prompt_s <= 0:
-        return None
+    if base.device is None:
+        raise CalibrationError("the model was split over devices, so no one device's speed "
+                               "can be told apart; bench a model that fits on one device")
+    if base.decode_s <= 0 or base.prompt_s <= 0:
+        raise CalibrationError("the estimate has no time to compare with")
     factors = {"decode": (1 / tg0.median) / base.decode_s,
                "prompt": (1 / pp0.median) / (base.prompt_s + base.attention_s)}
     deep = [m.depth for m in result.measures if m.depth > 0]
@@ -120,7 +126,8 @@ def record_from(result: BenchResult, hw: Hardware) -> Record | None:
             factors["attention"] = (1 / pp_d.median - 1 / pp0.median) / extra
     factors = {name: value for name, value in factors.items() if _clamp_ok(value)}
     if "decode" not in factors or "prompt" not in factors:
-        return None
+        raise CalibrationError("the measured speed is too far from any estimate to be a "
+                               "measurement (was the machine busy?)")
     spreads = [m.spread for m in result.measures if len(m.runs) > 1]
     return Record(date=result.date, model=f"{result.model}", quant=result.quant,
                   device=base.device, factors=factors,

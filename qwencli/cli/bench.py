@@ -74,7 +74,7 @@ def bench(
                         else "no calibration was stored")
         return
     from qwencli.bench import BenchRequest, run_bench
-    from qwencli.calibration import record_from, store
+    from qwencli.calibration import CalibrationError, record_from, store
 
     get_machine = lazy_machine()
     hardware, _budget = get_machine()
@@ -86,12 +86,10 @@ def bench(
     result = run_bench(request, machine=get_machine, progress=output.info)
     stored = None
     if not no_save:
-        record = record_from(result, hardware)
-        if record is None:
-            output.warn("the model was split over devices: nothing stored (bench a model "
-                        "that fits on one device to calibrate)")
-        else:
-            stored = store(record, hardware, result.threads)
+        try:
+            stored = store(record_from(result, hardware), hardware, result.threads)
+        except CalibrationError as exc:
+            output.warn(f"nothing stored: {exc}")
     if json_output:
         output.print_json(reports.bench_document(result, stored))
     else:
