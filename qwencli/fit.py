@@ -79,10 +79,10 @@ KV_TYPE_BYTES = {"f16": 2.0, "bf16": 2.0, "f32": 4.0, "q8_0": 34 / 32, "q4_0": 1
 # decode reads at 55-85% of the DDR peak, fit-anchors.md section 8, not checked here). GPU:
 # published llama.cpp results, not checked on this code (50-75% of peak, about 0.14 ms per
 # layer, shared/reference/fit-anchors.md section 8).
-CPU_EFFICIENCY = (1.3, 1.75, 2.1)
+CPU_EFFICIENCY = (2.0, 2.72, 3.2)
 CPU_EFFICIENCY_PEAK = (0.55, 0.7, 0.85)
 GPU_EFFICIENCY = (0.5, 0.62, 0.75)
-CPU_LAYER_COST = (0.12e-3, 0.06e-3, 0.03e-3)
+CPU_LAYER_COST = (0.30e-3, 0.234e-3, 0.18e-3)
 GPU_LAYER_COST = (0.15e-3, 0.11e-3, 0.08e-3)
 # Decode efficiency of a quant family relative to Q4_K on the CPU (dequantisation work per byte
 # differs; fitted with the constants above). Families not listed count as 1.0.

@@ -160,7 +160,8 @@ def test_recommend_ranks_with_the_calibrated_speed_and_a_what_if_ignores_it() ->
         if (pick["model"], pick["quant"]) in same:
             was = same[(pick["model"], pick["quant"])]["speed"]["decode_tok_s"]["typical"]
             assert pick["speed"]["decode_tok_s"]["typical"] == pytest.approx(was / 2, rel=0.02)
-    assert max(p["speed_tok_s"] for p in after) < max(p["speed_tok_s"] for p in before)
+    # Slower everywhere: what still reaches the 10 tok/s floor is smaller models or quants.
+    assert all(p["speed_tok_s"] >= 10 or p["below_speed_floor"] for p in after)
     # A what-if machine is not this one: planned from the constants, as before.
     whatif_after = picks("--ram", "16GB")
     assert whatif_after == whatif_before
