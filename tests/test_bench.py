@@ -148,3 +148,16 @@ def test_ctrl_c_exits_130_and_stores_nothing(model_file: Path, tmp_path: Path) -
     assert out == b"" and b"Traceback" not in err
     assert err.decode().strip().endswith("interrupted")
     assert not calibration_path().exists()
+
+
+def test_a_long_piped_prompt_is_told_how_long_it_waits(model_file: Path) -> None:
+    from qwencli.chat.terminal import long_prompt_note
+    from qwencli.fit import Options, plan
+    from qwencli.gguf_info import read_model
+    from qwencli.shapes import shape_from_gguf
+
+    hw, budget = lazy_machine()()
+    the_plan = plan(shape_from_gguf(read_model(model_file)), hw, budget, Options(ctx=4096))
+    assert long_prompt_note(100, the_plan) is None
+    note = long_prompt_note(20_000, the_plan)
+    assert note is not None and note.startswith("reading a 20,000-token prompt: about ")
