@@ -43,10 +43,15 @@ fit the pool.
 Speed. Decoding one token streams every weight it uses once: per device, the bytes read per token
 over that device's bandwidth, plus a fixed per-layer cost (kernel launches, thread sync), the sum
 over devices giving the time per token. MoE models read only the active experts' share of the
-expert tensors. The range: high = empty context, best efficiency; low = full context (the KV cache
-read too), worst efficiency. Efficiencies were measured here for the CPU (against the measured
-copy bandwidth); for GPUs they follow published llama.cpp results (50-75% of peak, about 0.14 ms
-per layer, fit-anchors.md section 8).
+expert tensors. `typical` is the empty-context figure at typical efficiency (what llama-bench's
+tg128 measures); the range: high = empty context, best efficiency; low = full context (the KV
+cache read too), worst efficiency. Prompt processing is compute-bound: weight bytes per prompt
+token over a per-thread (CPU) or per-bandwidth (GPU) throughput by quant family, plus attention
+over the cache; the time to first token of N tokens is N tokens at depth N/2. Efficiencies were
+fitted here for the CPU; for GPUs they follow published llama.cpp results (50-75% of peak,
+about 0.14 ms per layer, fit-anchors.md section 8). A `SpeedCalibration` (what `qwen bench`
+measured on this machine, loaded by the caller) scales each term by measured / estimated time,
+for the devices it measured; the range is then the measured spread.
 """
 
 from __future__ import annotations
