@@ -95,8 +95,8 @@ CPU_DECODE_FAMILY = {"Q8_0": 1.15, "F16": 1.15, "BF16": 1.15, "F32": 1.2}
 # Prompt processing (512-token batches) is compute-bound: weight bytes x tokens per second that
 # one CPU thread gets through, by quant family (fitted here like CPU_EFFICIENCY; the kernels'
 # relative speeds follow llama.cpp's x86 AVX2 paths). Families not listed use the default.
-CPU_PROMPT_RATE = {"Q4_K": 60e9, "Q8_0": 110e9, "Q4_0": 70e9, "F16": 80e9}
-CPU_PROMPT_RATE_DEFAULT = 60e9
+CPU_PROMPT_RATE = {"Q4_K": 30e9, "Q8_0": 52e9, "Q4_0": 30e9, "F16": 80e9}
+CPU_PROMPT_RATE_DEFAULT = 30e9
 CPU_ATTENTION_FLOPS = 8e9  # per thread: flash attention over the cache, in a prompt batch
 # GPU prompt throughput as a multiple of bandwidth (bytes x tokens / s per byte / s), from
 # published llama.cpp pp512 figures for Llama-2-7B Q4_0: RTX 4090 about 14,000 t/s on 1008 GB/s
@@ -522,7 +522,7 @@ def decode_seconds(shape: ModelShape, hw: Hardware, part: _Part, depth: int, kv_
         efficiency = (CPU_EFFICIENCY if measured else CPU_EFFICIENCY_PEAK)[which]
         efficiency *= CPU_DECODE_FAMILY.get(quant_family(shape.quant), 1.0)
     cost = (GPU_LAYER_COST if part.gpu else CPU_LAYER_COST)[which]
-    rate = part.bandwidth * efficiency
+    rate = max(part.bandwidth * efficiency, 1.0)  # a bandwidth of 0 from a profile: no crash
     kv = kv_bytes_per_layer(shape, depth, kv_type) * depth / padded_ctx(depth) if depth else 0
     return part.weight / rate + part.layers * cost, part.kv_layers * kv / rate
 
@@ -535,8 +535,9 @@ def prompt_seconds(shape: ModelShape, hw: Hardware, part: _Part, depth: int) -> 
         * part.kv_layers
     if part.gpu:
         factor = GPU_PROMPT_FACTOR.get(_gpu_backend(hw), GPU_PROMPT_FACTOR_DEFAULT)
-        return (part.prompt_weight / (part.bandwidth * factor),
-                attention_flops / (part.bandwidth * GPU_ATTENTION_FLOPS_PER_BYTE))
+        bandwidth = max(part.bandwidth, 1.0)
+        return (part.prompt_weight / (bandwidth * factor),
+                attention_flops / (bandwidth * GPU_ATTENTION_FLOPS_PER_BYTE))
     threads = _threads(hw)
     rate = CPU_PROMPT_RATE.get(quant_family(shape.quant), CPU_PROMPT_RATE_DEFAULT) * threads
     return part.prompt_weight / rate, attention_flops / (CPU_ATTENTION_FLOPS * threads)
@@ -597,15 +598,19 @@ def estimate_speed(shape: ModelShape, hw: Hardware, host: DevicePlan,
         # Attention grows with the position: a prompt of N tokens costs N tokens at depth N/2.
         ttft = opts.prompt_tokens * prompt_time(opts.prompt_tokens // 2) + typical
     bytes_per_token = sum(part.weight for part in parts)
+
+    def per_s(seconds: float, scale: float = 1.0) -> float:
+        return scale / seconds if seconds > 0 else 0.0
+
     if calibrated:
         assert calibration is not None
         spread = max(CALIBRATED_SPREAD_MIN, calibration.spread)
-        return Speed(low=(1 - spread) / slow, high=(1 + spread) / typical,
+        return Speed(low=per_s(slow, 1 - spread), high=per_s(typical, 1 + spread),
                      bytes_per_token=bytes_per_token, bottleneck=worst_name,
-                     typical=1 / typical, prompt_tok_s=1 / prompt_empty, ttft_s=ttft,
+                     typical=per_s(typical), prompt_tok_s=per_s(prompt_empty), ttft_s=ttft,
                      source="calibrated", calibration=calibration.label)
-    return Speed(low=1 / slow, high=1 / fast, bytes_per_token=bytes_per_token,
-                 bottleneck=worst_name, typical=1 / typical, prompt_tok_s=1 / prompt_empty,
+    return Speed(low=per_s(slow), high=per_s(fast), bytes_per_token=bytes_per_token,
+                 bottleneck=worst_name, typical=per_s(typical), prompt_tok_s=per_s(prompt_empty),
                  ttft_s=ttft)
 
 
