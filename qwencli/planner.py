@@ -142,6 +142,9 @@ def fit_model(text: str, catalog: Catalog, hw: Hardware, budget: Budget, *,
     if gpu_layers is not None and gpu_layers > shape.n_layers + 1:
         notes.append(f"--gpu-layers {gpu_layers} is more than the model has: using "
                      f"{shape.n_layers + 1} (all {shape.n_layers} layers and the output)")
+    if prompt_tokens is not None and prompt_tokens >= ctx:
+        notes.append(f"a {prompt_tokens:,}-token prompt does not fit a {ctx:,}-token context "
+                     f"(try --ctx {min(max_ctx, prompt_tokens + 1024)})")
     if gpu_layers is not None and not any(g.usable for g in budget.gpus):
         notes.append("--gpu-layers has no effect: no GPU this llama.cpp build can use")
     result = plan(shape, hw, budget, Options(ctx=ctx, kv_type=kv_type, n_gpu_layers=gpu_layers,
