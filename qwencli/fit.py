@@ -43,10 +43,15 @@ fit the pool.
 Speed. Decoding one token streams every weight it uses once: per device, the bytes read per token
 over that device's bandwidth, plus a fixed per-layer cost (kernel launches, thread sync), the sum
 over devices giving the time per token. MoE models read only the active experts' share of the
-expert tensors. The range: high = empty context, best efficiency; low = full context (the KV cache
-read too), worst efficiency. Efficiencies were measured here for the CPU (against the measured
-copy bandwidth); for GPUs they follow published llama.cpp results (50-75% of peak, about 0.14 ms
-per layer, fit-anchors.md section 8).
+expert tensors. `typical` is the empty-context figure at typical efficiency (what llama-bench's
+tg128 measures); the range: high = empty context, best efficiency; low = full context (the KV
+cache read too), worst efficiency. Prompt processing is compute-bound: weight bytes per prompt
+token over a per-thread (CPU) or per-bandwidth (GPU) throughput by quant family, plus attention
+over the cache; the time to first token of N tokens is N tokens at depth N/2. Efficiencies were
+fitted here for the CPU; for GPUs they follow published llama.cpp results (50-75% of peak,
+about 0.14 ms per layer, fit-anchors.md section 8). A `SpeedCalibration` (what `qwen bench`
+measured on this machine, loaded by the caller) scales each term by measured / estimated time,
+for the devices it measured; the range is then the measured spread.
 
 MoE expert placement (llama.cpp's `--n-cpu-moe N`, i.e. `-ot "blk.I.ffn_*_exps=CPU"` for
 i < N). When a MoE model does not fit the GPUs whole, llama.cpp can offload every layer and the
@@ -68,6 +73,7 @@ per-layer cost for each such layer and a GPU-CPU hand-over (`_moe_speed`).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -83,12 +89,67 @@ OVERHEAD_PER_VOCAB_ENTRY = 160  # bytes
 KV_TYPE_BYTES = {"f16": 2.0, "bf16": 2.0, "f32": 4.0, "q8_0": 34 / 32, "q4_0": 18 / 32,
                  "q4_1": 20 / 32, "q5_0": 22 / 32, "q5_1": 24 / 32, "iq4_nl": 18 / 32}
 
-# Decode efficiency ranges, as (worst, best) fractions of the device's bandwidth figure, and the
-# fixed cost per layer in seconds (worst, best).
-CPU_EFFICIENCY = (0.9, 1.3)  # against the measured copy bandwidth, which counts read + write
-GPU_EFFICIENCY = (0.5, 0.75)  # against the specification's peak bandwidth
-CPU_LAYER_COST = (0.30e-3, 0.20e-3)
-GPU_LAYER_COST = (0.15e-3, 0.08e-3)
+# Decode: per device, time per token = weights read / (bandwidth x efficiency) + layers x a fixed
+# cost, + the KV cache read at the current depth. Efficiencies are (worst, typical, best)
+# fractions of the device's bandwidth figure, layer costs (worst, typical, best) seconds.
+# CPU: fitted on this project's build machine (2 threads of an AMD EPYC, benchmarks/
+# speed_accuracy.py: Qwen3-0.6B and Qwen2.5-1.5B Q4_K_M, Qwen3-1.7B Q8_0, a Qwen3-30B-A3B-shaped
+# MoE), against the measured copy bandwidth (`qwen hw`: a memmove that counts read + write
+# bytes, so a decode that only reads passes 1.0). A bandwidth stated by a profile is a
+# specification's peak, which a decode does not reach: CPU_EFFICIENCY_PEAK (llama.cpp's CPU
+# decode reads at 55-85% of the DDR peak, fit-anchors.md section 8, not checked here). GPU:
+# published llama.cpp results, not checked on this code (50-75% of peak, about 0.14 ms per
+# layer, shared/reference/fit-anchors.md section 8).
+CPU_EFFICIENCY = (2.0, 2.72, 3.2)
+CPU_EFFICIENCY_PEAK = (0.55, 0.7, 0.85)
+GPU_EFFICIENCY = (0.5, 0.62, 0.75)
+CPU_LAYER_COST = (0.30e-3, 0.234e-3, 0.18e-3)
+GPU_LAYER_COST = (0.15e-3, 0.11e-3, 0.08e-3)
+# Decode efficiency of a quant family relative to Q4_K on the CPU (dequantisation work per byte
+# differs; fitted with the constants above). Families not listed count as 1.0.
+CPU_DECODE_FAMILY = {"Q8_0": 1.15, "F16": 1.15, "BF16": 1.15, "F32": 1.2}
+# Prompt processing (512-token batches) is compute-bound: weight bytes x tokens per second that
+# one CPU thread gets through, by quant family (fitted here like CPU_EFFICIENCY; the kernels'
+# relative speeds follow llama.cpp's x86 AVX2 paths). Families not listed use the default.
+CPU_PROMPT_RATE = {"Q4_K": 30e9, "Q8_0": 52e9, "Q4_0": 30e9, "F16": 80e9}
+CPU_PROMPT_RATE_DEFAULT = 30e9
+CPU_ATTENTION_FLOPS = 8e9  # per thread: flash attention over the cache, in a prompt batch
+# GPU prompt throughput as a multiple of bandwidth (bytes x tokens / s per byte / s), from
+# published llama.cpp pp512 figures for Llama-2-7B Q4_0: RTX 4090 about 14,000 t/s on 1008 GB/s
+# (ggml-org/llama.cpp discussion 15013) -> 53; M1 Max about 530 t/s on 400 GB/s (discussion
+# 4167) -> 5. Not checked on this code; a bench on the machine replaces them.
+GPU_PROMPT_FACTOR = {"cuda": 50.0, "metal": 5.0, "hip": 20.0, "vulkan": 15.0, "sycl": 10.0}
+GPU_PROMPT_FACTOR_DEFAULT = 10.0
+GPU_ATTENTION_FLOPS_PER_BYTE = 20.0  # attention FLOP/s per byte/s of bandwidth
+CALIBRATED_SPREAD_MIN = 0.05  # a calibrated range is at least +-5%
+
+
+def quant_family(quant: str | None) -> str:
+    """Q4_K_M -> Q4_K, Q8_0 -> Q8_0: the kernels are per ggml type, the suffix is a mix."""
+    label = (quant or "").upper()
+    match = re.fullmatch(r"(Q\d_K)(_[SML]|_XL)?", label)
+    return match.group(1) if match else (label or "unknown")
+
+
+@dataclass(frozen=True)
+class DeviceFactors:
+    """What `qwen bench` measured on one device, as ratios to the uncalibrated estimate:
+    measured time / estimated time (below 1: faster than estimated)."""
+
+    decode: float  # time per decoded token (weights and per-layer cost), empty context
+    kv: float = 1.0  # the extra time per token of reading the KV cache at a depth
+    prompt: float = 1.0  # time per prompt token, 512-token batches, empty context
+    attention: float = 1.0  # the extra prompt time of attention over the cache at a depth
+
+
+@dataclass(frozen=True)
+class SpeedCalibration:
+    """This machine's measured speed factors (qwencli.calibration builds it from the stored
+    benches). Passed to `plan` for the real machine only, never for a what-if machine."""
+
+    label: str  # "measured on this machine by qwen bench on DATE, MODEL"
+    devices: Mapping[str, DeviceFactors]  # "host" or a GPU's name -> factors
+    spread: float = CALIBRATED_SPREAD_MIN  # run-to-run spread: the range's half-width
 
 
 @dataclass(frozen=True)
@@ -152,6 +213,7 @@ class Options:
     # MoE: layers (from the first) whose routed experts stay on the host; None: the planner's
     # choice (only when n_gpu_layers is None too), 0: none
     moe_cpu_layers: int | None = None
+    prompt_tokens: int | None = None  # a prompt to read: the plan gives its time to first token
 
 
 @dataclass(frozen=True)
@@ -195,6 +257,11 @@ class Speed:
     high: float  # tokens/s at an empty context, best efficiency
     bytes_per_token: int  # weights read per token (empty context)
     bottleneck: str  # the device that takes the most time per token
+    typical: float = 0.0  # tokens/s at an empty context, typical (or measured) efficiency
+    prompt_tok_s: float = 0.0  # prompt processing in 512-token batches, empty context
+    ttft_s: float | None = None  # time to first token for Options.prompt_tokens
+    source: str = "estimate"  # "calibrated" (by `qwen bench` on this machine) | "estimate"
+    calibration: str | None = None  # where a calibrated figure comes from
 
 
 @dataclass(frozen=True)
@@ -419,9 +486,20 @@ def _fits(host: DevicePlan, devices: Sequence[DevicePlan], fitted: bool) -> bool
 # Speed
 
 
-def estimate_speed(shape: ModelShape, hw: Hardware, host: DevicePlan,
-                   devices: Sequence[DevicePlan], opts: Options) -> Speed:
-    """Decode tokens/s as a range (see the module docstring)."""
+@dataclass(frozen=True)
+class _Part:
+    """One device's share of a token: what it reads and computes."""
+
+    name: str
+    weight: int  # weight bytes read per decoded token
+    prompt_weight: int  # weight bytes per prompt token (the output layer runs once a batch)
+    kv_layers: int  # layers whose KV cache this device reads
+    layers: int
+    bandwidth: float
+    gpu: bool
+
+
+def _parts(shape: ModelShape, hw: Hardware, devices: Sequence[DevicePlan]) -> list[_Part]:
     n = shape.n_layers
     active_share = (shape.n_expert_used / shape.n_expert) if shape.n_expert else 1.0
 
@@ -435,46 +513,180 @@ def estimate_speed(shape: ModelShape, hw: Hardware, host: DevicePlan,
     first_gpu_layer = n - sum(d.layers for d in devices) + (1 if devices else 0)
     host_layers = list(shape.layers[:first_gpu_layer]) if devices else list(shape.layers)
     output_on_host = not devices
-    host_read = read_bytes(host_layers) + (shape.output_bytes if output_on_host else 0)
     # (a tied output layer reads the whole embedding matrix: output_bytes covers it)
-    kv_full_host = sum(kv_bytes_per_layer(shape, opts.ctx, opts.kv_type)
-                       for layer in host_layers if layer.kv)
-
-    parts: list[tuple[str, int, int, float | None, bool, int]] = []
-    # (name, weight bytes, kv bytes at full context, bandwidth, is_gpu, layers)
-    ram_bw = hw.memory.bandwidth.bytes_per_s if hw.memory.bandwidth else None
-    parts.append(("host", host_read, kv_full_host, ram_bw, False, len(host_layers)))
+    host_weights = read_bytes(host_layers)
+    ram_bw = hw.memory.bandwidth.bytes_per_s if hw.memory.bandwidth else 20e9  # assumed
+    parts = [_Part("host", host_weights + (shape.output_bytes if output_on_host else 0),
+                   host_weights, sum(1 for layer in host_layers if layer.kv), len(host_layers),
+                   ram_bw, False)]
     position = first_gpu_layer
     gpu_by_index = {gpu.index: gpu for gpu in hw.gpus}
     for device in devices:
         repeating = device.layers - (1 if device is devices[-1] else 0)
         layers = list(shape.layers[position:position + repeating])
         position += repeating
-        weight = read_bytes(layers) + (shape.output_bytes if device is devices[-1] else 0)
-        kv = sum(kv_bytes_per_layer(shape, opts.ctx, opts.kv_type) for layer in layers if layer.kv)
+        weights = read_bytes(layers)
         gpu = gpu_by_index.get(device.index)
-        bandwidth = gpu.bandwidth.bytes_per_s if gpu and gpu.bandwidth else None
-        parts.append((device.name, weight, kv, bandwidth, True, len(layers)))
+        bandwidth = gpu.bandwidth.bytes_per_s if gpu and gpu.bandwidth else 100e9  # assumed
+        parts.append(_Part(device.name,
+                           weights + (shape.output_bytes if device is devices[-1] else 0),
+                           weights, sum(1 for layer in layers if layer.kv), len(layers),
+                           bandwidth, True))
+    return [part for part in parts if part.weight or part.layers]
 
-    slow = fast = 0.0
-    worst_name, worst_time = "host", -1.0
-    total_read = 0
-    for name, weight, kv, bandwidth, is_gpu, layers in parts:
-        if weight == 0 and layers == 0:
-            continue
-        total_read += weight
-        bw = bandwidth or (100e9 if is_gpu else 20e9)  # assumed when unknown
-        eff_low, eff_high = GPU_EFFICIENCY if is_gpu else CPU_EFFICIENCY
-        cost_low, cost_high = GPU_LAYER_COST if is_gpu else CPU_LAYER_COST
-        t_slow = (weight + kv) / (bw * eff_low) + layers * cost_low
-        t_fast = weight / (bw * eff_high) + layers * cost_high
-        slow += t_slow
-        fast += t_fast
-        if t_fast > worst_time:
-            worst_name, worst_time = name, t_fast
-    if fast <= 0:
+
+def _threads(hw: Hardware) -> int:
+    return max(1, hw.cpu.physical_cores or 1)
+
+
+def _gpu_backend(hw: Hardware) -> str:
+    return hw.llama_cpp.backend if hw.llama_cpp.backend in GPU_PROMPT_FACTOR else \
+        next((g.backend for g in hw.gpus), "unknown")
+
+
+def decode_seconds(shape: ModelShape, hw: Hardware, part: _Part, depth: int, kv_type: str,
+                   which: int) -> tuple[float, float]:
+    """(weights and layers, KV cache at `depth`) seconds per decoded token on one device,
+    uncalibrated; `which` picks the constants: 0 worst, 1 typical, 2 best."""
+    if part.gpu:
+        efficiency = GPU_EFFICIENCY[which]
+    else:
+        measured = hw.memory.bandwidth is not None and hw.memory.bandwidth.source == "measured"
+        efficiency = (CPU_EFFICIENCY if measured else CPU_EFFICIENCY_PEAK)[which]
+        efficiency *= CPU_DECODE_FAMILY.get(quant_family(shape.quant), 1.0)
+    cost = (GPU_LAYER_COST if part.gpu else CPU_LAYER_COST)[which]
+    rate = max(part.bandwidth * efficiency, 1.0)  # a bandwidth of 0 from a profile: no crash
+    kv = kv_bytes_per_layer(shape, depth, kv_type) * depth / padded_ctx(depth) if depth else 0
+    return part.weight / rate + part.layers * cost, part.kv_layers * kv / rate
+
+
+def prompt_seconds(shape: ModelShape, hw: Hardware, part: _Part, depth: int) -> tuple[float,
+                                                                                      float]:
+    """(weights, attention over `depth` cached tokens) seconds per prompt token on one device
+    in 512-token batches, uncalibrated."""
+    attention_flops = 4 * shape.n_head * max(shape.head_dim_k, shape.head_dim_v) * depth \
+        * part.kv_layers
+    if part.gpu:
+        factor = GPU_PROMPT_FACTOR.get(_gpu_backend(hw), GPU_PROMPT_FACTOR_DEFAULT)
+        bandwidth = max(part.bandwidth, 1.0)
+        return (part.prompt_weight / (bandwidth * factor),
+                attention_flops / (bandwidth * GPU_ATTENTION_FLOPS_PER_BYTE))
+    threads = _threads(hw)
+    rate = CPU_PROMPT_RATE.get(quant_family(shape.quant), CPU_PROMPT_RATE_DEFAULT) * threads
+    return part.prompt_weight / rate, attention_flops / (CPU_ATTENTION_FLOPS * threads)
+
+
+def _factors(part: _Part, calibration: SpeedCalibration | None) -> DeviceFactors | None:
+    if calibration is None:
+        return None
+    return calibration.devices.get(part.name)
+
+
+def estimate_speed(shape: ModelShape, hw: Hardware, host: DevicePlan,
+                   devices: Sequence[DevicePlan], opts: Options,
+                   calibration: SpeedCalibration | None = None) -> Speed:
+    """Decode tokens/s (a typical figure and a range), prompt tokens/s and the time to first
+    token (see the module docstring). A calibration measured on this machine replaces the
+    constants for the devices it measured."""
+    parts = _parts(shape, hw, devices)
+    if not parts:
         return Speed(0.0, 0.0, 0, "host")
-    return Speed(low=1 / slow, high=1 / fast, bytes_per_token=total_read, bottleneck=worst_name)
+    calibrated = calibration is not None and all(
+        _factors(part, calibration) is not None for part in parts)
+    full = opts.ctx
+    slow = fast = typical = 0.0
+    worst_name, worst_time = "host", -1.0
+    for part in parts:
+        factors = _factors(part, calibration) if calibrated else None
+        if factors is not None:
+            weights, _kv = decode_seconds(shape, hw, part, 0, opts.kv_type, 1)
+            _w, kv_full = decode_seconds(shape, hw, part, full, opts.kv_type, 1)
+            part_typical = weights * factors.decode
+            part_slow = part_typical + kv_full * factors.kv
+            part_fast = part_typical
+        else:
+            weights_worst, kv_worst = decode_seconds(shape, hw, part, full, opts.kv_type, 0)
+            part_typical = decode_seconds(shape, hw, part, 0, opts.kv_type, 1)[0]
+            part_slow = weights_worst + kv_worst
+            part_fast = decode_seconds(shape, hw, part, 0, opts.kv_type, 2)[0]
+        slow += part_slow
+        fast += part_fast
+        typical += part_typical
+        if part_typical > worst_time:
+            worst_name, worst_time = part.name, part_typical
+
+    def prompt_time(depth: int) -> float:
+        total = 0.0
+        for part in parts:
+            factors = _factors(part, calibration) if calibrated else None
+            weights, attention = prompt_seconds(shape, hw, part, depth)
+            if factors is not None:
+                weights, attention = weights * factors.prompt, attention * factors.attention
+            total += weights + attention
+        return total
+
+    prompt_empty = prompt_time(0)
+    ttft = None
+    if opts.prompt_tokens is not None and opts.prompt_tokens > 0:
+        # Attention grows with the position: a prompt of N tokens costs N tokens at depth N/2.
+        ttft = opts.prompt_tokens * prompt_time(opts.prompt_tokens // 2) + typical
+    bytes_per_token = sum(part.weight for part in parts)
+
+    def per_s(seconds: float, scale: float = 1.0) -> float:
+        return scale / seconds if seconds > 0 else 0.0
+
+    if calibrated:
+        assert calibration is not None
+        spread = max(CALIBRATED_SPREAD_MIN, calibration.spread)
+        return Speed(low=per_s(slow, 1 - spread), high=per_s(typical, 1 + spread),
+                     bytes_per_token=bytes_per_token, bottleneck=worst_name,
+                     typical=per_s(typical), prompt_tok_s=per_s(prompt_empty), ttft_s=ttft,
+                     source="calibrated", calibration=calibration.label)
+    return Speed(low=per_s(slow), high=per_s(fast), bytes_per_token=bytes_per_token,
+                 bottleneck=worst_name, typical=per_s(typical), prompt_tok_s=per_s(prompt_empty),
+                 ttft_s=ttft)
+
+
+@dataclass(frozen=True)
+class SpeedParts:
+    """The uncalibrated estimate split into what a calibration scales: seconds per token."""
+
+    decode_s: float  # weights and per-layer cost, empty context
+    kv_s: float  # what reading the KV cache at `depth` adds per decoded token
+    prompt_s: float  # weights, per prompt token in 512-token batches
+    attention_s: float  # what attention over `prompt_depth` cached tokens adds per prompt token
+    device: str | None  # the one device that runs the whole model; None when it is split
+
+
+def speed_parts(shape: ModelShape, hw: Hardware, p: Plan, depth: int,
+                prompt_depth: int) -> SpeedParts:
+    """What `qwen bench` compares its measurements with, part by part."""
+    parts = _parts(shape, hw, p.devices)
+    decode = kv = prompt = attention = 0.0
+    for part in parts:
+        weights_s, kv_part = decode_seconds(shape, hw, part, depth, p.kv_type, 1)
+        prompt_part, attention_part = prompt_seconds(shape, hw, part, prompt_depth)
+        decode, kv = decode + weights_s, kv + kv_part
+        prompt, attention = prompt + prompt_part, attention + attention_part
+    device = parts[0].name if len(parts) == 1 else None
+    return SpeedParts(decode, kv, prompt, attention, device)
+
+
+def predict_at(shape: ModelShape, hw: Hardware, p: Plan, depth: int, prompt_tokens: int,
+               calibration: SpeedCalibration | None = None) -> tuple[float, float]:
+    """(decode tok/s after `depth` tokens, prompt tok/s for `prompt_tokens` after `depth`):
+    the estimate a bench's figures are set beside."""
+    parts = _parts(shape, hw, p.devices)
+    calibrated = calibration is not None and all(
+        _factors(part, calibration) is not None for part in parts)
+    decode = prompt = 0.0
+    for part in parts:
+        factors = (_factors(part, calibration) if calibrated else None) or DeviceFactors(1.0)
+        weights_s, kv_s = decode_seconds(shape, hw, part, depth, p.kv_type, 1)
+        prompt_s, attention_s = prompt_seconds(shape, hw, part, depth + prompt_tokens // 2)
+        decode += weights_s * factors.decode + kv_s * factors.kv
+        prompt += prompt_s * factors.prompt + attention_s * factors.attention
+    return (1 / decode if decode > 0 else 0.0, 1 / prompt if prompt > 0 else 0.0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -537,25 +749,26 @@ def max_context(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options) 
 
 
 def plan(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options, *,
-         find_usable_ctx: bool = True) -> Plan:
+         find_usable_ctx: bool = True, calibration: SpeedCalibration | None = None) -> Plan:
     """Plan loading `shape` at `opts.ctx` on this machine.
 
     `find_usable_ctx=False` skips the search for the largest context (usable_ctx is then 0),
-    for callers that plan many candidates and only show a few.
+    for callers that plan many candidates and only show a few. `calibration`: what `qwen bench`
+    measured on this machine (the caller loads it; only for the real machine).
     """
     if opts.kv_type not in KV_TYPE_BYTES:
         raise ValueError(f"unknown KV cache type {opts.kv_type!r}")
     gpus = _usable_gpus(hw, budget)
     ngl, host, devices, fits = _plan_at(shape, hw, budget, opts, gpus)
-    speed = estimate_speed(shape, hw, host, devices, opts)
+    speed = estimate_speed(shape, hw, host, devices, opts, calibration)
     # MoE expert placement (see the module docstring): kept when it fits and is faster.
     n_cpu_moe = 0
     moe = _moe_at(shape, hw, budget, opts, gpus)
     if moe is not None:
         moe_n, moe_host, moe_devices, moe_fits = moe
-        moe_speed = _moe_speed(estimate_speed(shape, hw, moe_host, moe_devices, opts),
+        moe_speed = _moe_speed(estimate_speed(shape, hw, moe_host, moe_devices, opts, calibration),
                                shape, hw, moe_devices, opts, moe_n)
-        if (moe_fits, _typical(moe_speed)) > (fits, _typical(speed)) \
+        if (moe_fits, moe_speed.typical) > (fits, speed.typical) \
                 or opts.moe_cpu_layers is not None:
             ngl, host, devices, fits = shape.n_layers + 1, moe_host, moe_devices, moe_fits
             speed, n_cpu_moe = moe_speed, moe_n
@@ -600,10 +813,6 @@ def _expert_repacked(layer: LayerShape, repack: frozenset[str]) -> int:
     return int(repacked_bytes(layer.repackable, repack) * layer.expert_bytes / layer.weight_bytes)
 
 
-def _typical(speed: Speed) -> float:
-    return math.sqrt(max(speed.low, 0.0) * max(speed.high, 0.0))
-
-
 def _moe_at(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
             gpus: Sequence[_Gpu]) -> tuple[int, DevicePlan, list[DevicePlan], bool] | None:
     """Every layer offloaded with the experts of the first N layers on the host: N as given
@@ -644,13 +853,15 @@ def _moe_speed(base: Speed, shape: ModelShape, hw: Hardware, devices: Sequence[D
                opts: Options, n_cpu_moe: int) -> Speed:
     """`base` (every layer on the GPUs) with the active experts of layers < n_cpu_moe read
     from host RAM instead: their GPU time comes off, their RAM time and the CPU's per-layer
-    cost go on."""
-    if n_cpu_moe <= 0 or base.high <= 0 or base.low <= 0:
+    cost go on, at each of the (worst, typical, best) constants."""
+    if n_cpu_moe <= 0 or min(base.low, base.typical, base.high) <= 0:
         return base
     active_share = (shape.n_expert_used / shape.n_expert) if shape.n_expert else 1.0
     gpu_by_index = {gpu.index: gpu for gpu in hw.gpus}
     ram_bw = hw.memory.bandwidth.bytes_per_s if hw.memory.bandwidth else 20e9
-    slow, fast = 1 / base.low, 1 / base.high
+    measured = hw.memory.bandwidth is not None and hw.memory.bandwidth.source == "measured"
+    cpu_efficiency = CPU_EFFICIENCY if measured else CPU_EFFICIENCY_PEAK
+    seconds = [1 / base.low, 1 / base.typical, 1 / base.high]  # worst, typical, best
     host_read = 0
     position = 0
     for device in devices:  # device plans list their repeating layers in order, from layer 0
@@ -661,14 +872,12 @@ def _moe_speed(base: Speed, shape: ModelShape, hw: Hardware, devices: Sequence[D
                    for i in indices if i < n_cpu_moe)
         gpu = gpu_by_index.get(device.index)
         bw = gpu.bandwidth.bytes_per_s if gpu and gpu.bandwidth else 100e9
-        slow -= read / (bw * GPU_EFFICIENCY[0])
-        fast -= read / (bw * GPU_EFFICIENCY[1])
+        seconds = [t - read / (bw * GPU_EFFICIENCY[i]) for i, t in enumerate(seconds)]
         host_read += read
     layers = min(n_cpu_moe, shape.n_layers)
-    cost_slow, cost_fast = (c * MOE_CPU_OP_SHARE + MOE_SYNC_COST for c in CPU_LAYER_COST)
-    host_slow = host_read / (ram_bw * CPU_EFFICIENCY[0]) + layers * cost_slow
-    host_fast = host_read / (ram_bw * CPU_EFFICIENCY[1]) + layers * cost_fast
-    slow = max(slow, 1e-9) + host_slow
-    fast = max(fast, 1e-9) + host_fast
-    bottleneck = "host" if host_fast > fast - host_fast else base.bottleneck
-    return replace(base, low=1 / slow, high=1 / fast, bottleneck=bottleneck)
+    host = [host_read / (max(ram_bw, 1.0) * cpu_efficiency[i])
+            + layers * (CPU_LAYER_COST[i] * MOE_CPU_OP_SHARE + MOE_SYNC_COST) for i in range(3)]
+    seconds = [max(t, 1e-9) + h for t, h in zip(seconds, host, strict=True)]
+    bottleneck = "host" if host[1] > seconds[1] - host[1] else base.bottleneck
+    return replace(base, low=1 / seconds[0], typical=1 / seconds[1], high=1 / seconds[2],
+                   bottleneck=bottleneck)

@@ -17,7 +17,7 @@ from pathlib import Path
 from qwencli import hub, store
 from qwencli.catalog import Catalog, ModelSpec, quant_file
 from qwencli.errors import QwenError, UsageError
-from qwencli.fit import ModelShape, Options, Plan, plan
+from qwencli.fit import ModelShape, Options, Plan, SpeedCalibration, plan
 from qwencli.hardware.model import Budget, Hardware
 from qwencli.recommend import RefQuant, default_quant
 from qwencli.refs import CatalogRef, HubRef, LocalRef, parse_ref, with_quant
@@ -32,6 +32,7 @@ class FitResult:
     notes: tuple[str, ...]  # where the figures came from, adjustments made
     choice: RefQuant | None = None  # the quant the reference means here (None: a local file)
     file: str | None = None  # what was planned: "owner/repo/path.gguf", or the local path
+    prompt_tokens: int | None = None  # --prompt-tokens: the plan's speed has its ttft_s
 
 
 def _local_shape(path: Path) -> ModelShape:
@@ -92,8 +93,8 @@ def _catalog_shape(spec: ModelSpec, quant: str) -> ModelShape:
 
 
 def resolve_shape(text: str, catalog: Catalog, machine: Callable[[], tuple[Hardware, Budget]],
-                  notes: list[str]) -> tuple[ModelShape, ModelSpec | None, RefQuant | None,
-                                             str]:
+                  notes: list[str], calibration: SpeedCalibration | None = None) -> \
+        tuple[ModelShape, ModelSpec | None, RefQuant | None, str]:
     """The shape of MODEL (a catalog id[:quant], owner/repo[:QUANT] or …/file.gguf, a path),
     the quant it means here, and the file planned."""
     ref = parse_ref(text)
@@ -107,7 +108,7 @@ def resolve_shape(text: str, catalog: Catalog, machine: Callable[[], tuple[Hardw
             raise QwenError(f"{path} is a folder, not a .gguf file")
         notes.append(f"exact figures from the GGUF header of {path}")
         return _local_shape(path), None, None, str(path)
-    choice = default_quant(ref, catalog, machine)
+    choice = default_quant(ref, catalog, machine, calibration=calibration)
     if choice.reason:
         name = ref.id if isinstance(ref, CatalogRef) else ref.repo
         notes.append(f"quant {choice.quant}: {choice.reason} (choose another with "
@@ -127,10 +128,13 @@ def check_ctx(ctx: int | None, max_ctx: int, name: str) -> None:
 
 def fit_model(text: str, catalog: Catalog, hw: Hardware, budget: Budget, *,
               ctx: int | None = None, gpu_layers: int | None = None,
-              kv_type: str = "f16") -> FitResult:
-    """`qwen fit`: the memory plan for one model."""
+              kv_type: str = "f16", prompt_tokens: int | None = None,
+              calibration: SpeedCalibration | None = None) -> FitResult:
+    """`qwen fit`: the memory plan for one model. `calibration`: this machine's, passed only
+    when `hw` is this machine; `prompt_tokens`: a prompt whose time to first token to give."""
     notes: list[str] = []
-    shape, spec, choice, file = resolve_shape(text, catalog, lambda: (hw, budget), notes)
+    shape, spec, choice, file = resolve_shape(text, catalog, lambda: (hw, budget), notes,
+                                              calibration)
     max_ctx = shape.ctx_train
     check_ctx(ctx, max_ctx, shape.name)
     if ctx is None:
@@ -138,7 +142,12 @@ def fit_model(text: str, catalog: Catalog, hw: Hardware, budget: Budget, *,
     if gpu_layers is not None and gpu_layers > shape.n_layers + 1:
         notes.append(f"--gpu-layers {gpu_layers} is more than the model has: using "
                      f"{shape.n_layers + 1} (all {shape.n_layers} layers and the output)")
+    if prompt_tokens is not None and prompt_tokens >= ctx:
+        notes.append(f"a {prompt_tokens:,}-token prompt does not fit a {ctx:,}-token context "
+                     f"(try --ctx {min(max_ctx, prompt_tokens + 1024)})")
     if gpu_layers is not None and not any(g.usable for g in budget.gpus):
         notes.append("--gpu-layers has no effect: no GPU this llama.cpp build can use")
-    result = plan(shape, hw, budget, Options(ctx=ctx, kv_type=kv_type, n_gpu_layers=gpu_layers))
-    return FitResult(result, spec, tuple(notes), choice, file)
+    result = plan(shape, hw, budget, Options(ctx=ctx, kv_type=kv_type, n_gpu_layers=gpu_layers,
+                                             prompt_tokens=prompt_tokens),
+                  calibration=calibration)
+    return FitResult(result, spec, tuple(notes), choice, file, prompt_tokens)

@@ -4,8 +4,8 @@
    planned with `fit.plan` at the requested context (so what is recommended is what `qwen fit`
    and `qwen chat` load).
 2. Constraints: the plan must fit the budget, the model must support the context, and its typical
-   decode speed (the geometric mean of the plan's low and high estimates) must reach the speed
-   floor (default 10 tokens/s, a comfortable reading speed).
+   decode speed (the plan's typical figure, measured by `qwen bench` on a calibrated machine)
+   must reach the speed floor (default 10 tokens/s, a comfortable reading speed).
 3. Score: the model's quality prior for the use case, in the mode the chat will run (catalog
    `quality_modes`: Qwen's published MMLU-Pro for that mode, else a named fallback; see
    profiles/models/*.toml): `--use reasoning` means thinking, `think` (`qwen recommend
@@ -53,7 +53,7 @@ from qwencli.catalog import (
     quant_file,
     resolve_catalog_ref,
 )
-from qwencli.fit import Options, Plan, plan
+from qwencli.fit import Options, Plan, SpeedCalibration, plan
 from qwencli.hardware.model import Budget, Hardware
 from qwencli.refs import DEFAULT_HUB_QUANT, CatalogRef, HubRef, ModelRef
 from qwencli.shapes import shape_from_catalog
@@ -103,7 +103,9 @@ class Pick:
 
 
 def typical_speed(p: Plan) -> float:
-    return math.sqrt(max(p.speed.low, 0.0) * max(p.speed.high, 0.0))
+    """The decode speed a pick is ranked by: the plan's typical figure (measured on this machine
+    when it is calibrated)."""
+    return max(p.speed.typical, 0.0)
 
 
 UNKNOWN_QUANT_KLD = 0.05  # a quant with no published figure: assume a 4-bit-class loss
@@ -219,9 +221,11 @@ def _ctx_label(ctx: int) -> str:
 
 
 def _consider(catalog: Catalog, spec: ModelSpec, quant: str, hw: Hardware, budget: Budget,
-              ctx: int, min_speed: float, use: str, think: bool | None = None) -> Candidate:
+              ctx: int, min_speed: float, use: str, think: bool | None = None,
+              calibration: SpeedCalibration | None = None) -> Candidate:
     qf = quant_file(spec, quant)
-    p = plan(shape_from_catalog(spec, qf), hw, budget, Options(ctx=ctx), find_usable_ctx=False)
+    p = plan(shape_from_catalog(spec, qf), hw, budget, Options(ctx=ctx), find_usable_ctx=False,
+             calibration=calibration)
     speed = typical_speed(p)
     loss = quant_loss(catalog, spec, quant)
     bonus = 0.0
@@ -277,7 +281,8 @@ def _bits(catalog: Catalog, quant: str) -> int:
 def choose_quant(catalog: Catalog, spec: ModelSpec, hw: Hardware, budget: Budget, *,
                  use: str | None = None, ctx: int | None = None,
                  min_speed: float = DEFAULT_MIN_SPEED, every: bool = False,
-                 think: bool | None = None) -> QuantChoice:
+                 think: bool | None = None,
+                 calibration: SpeedCalibration | None = None) -> QuantChoice:
     """The quant of `spec` to run here: the one decision `recommend`, `fit`, `pull` and `chat`
     share (see the module docstring for the rule).
 
@@ -285,13 +290,15 @@ def choose_quant(catalog: Catalog, spec: ModelSpec, hw: Hardware, budget: Budget
     bits: a listed size may include a projector), so memory only grows and speed only falls
     along the way; the choice needs only the quants up to the first one that is too slow once a
     4-bit one is among them. `every` plans every quant that fits, for `ranked`.
+    `calibration`: this machine's measured speed (only when `hw` is this machine).
     """
     use = _use_for(spec, use)
     model_ctx = ctx if ctx is not None else min(DEFAULT_CTX[use], spec.context_max)
     fitting: list[Candidate] = []
     by_size = sorted(spec.quants, key=lambda q: (quant_file(spec, q).size_bytes, q))
     for quant in by_size:  # smallest file first: once one does not fit, larger ones do not,
-        candidate = _consider(catalog, spec, quant, hw, budget, model_ctx, min_speed, use, think)
+        candidate = _consider(catalog, spec, quant, hw, budget, model_ctx, min_speed, use,
+                              think, calibration)
         if not candidate.plan.fits:
             break
         fitting.append(candidate)
@@ -301,7 +308,8 @@ def choose_quant(catalog: Catalog, spec: ModelSpec, hw: Hardware, budget: Budget
     if not fitting:
         usual = DEFAULT_HUB_QUANT if DEFAULT_HUB_QUANT in spec.quants else \
             spec.quants[len(spec.quants) // 2]
-        chosen = _consider(catalog, spec, usual, hw, budget, model_ctx, min_speed, use, think)
+        chosen = _consider(catalog, spec, usual, hw, budget, model_ctx, min_speed, use,
+                           think, calibration)
         return QuantChoice(chosen, f"no quant of {spec.id} fits this machine's memory at "
                                    f"{_ctx_label(model_ctx)} context; {usual} is the usual default",
                            False, chosen.speed < min_speed, (usual,))
@@ -342,7 +350,8 @@ class RefQuant:
 
 
 def default_quant(ref: ModelRef, catalog: Catalog,
-                  machine: Callable[[], tuple[Hardware, Budget]]) -> RefQuant:
+                  machine: Callable[[], tuple[Hardware, Budget]], *,
+                  calibration: SpeedCalibration | None = None) -> RefQuant:
     """The quant `ref` means on this machine. The machine is asked only when the choice is
     ours to make (a catalog name without a quant). A Hub repository without a tag means
     Q4_K_M, as llama.cpp's `-hf` does; a named file or a local path needs no quant."""
@@ -351,7 +360,7 @@ def default_quant(ref: ModelRef, catalog: Catalog,
         if quant is not None:
             return RefQuant(quant, ranked=(quant,))
         hw, budget = machine()
-        choice = choose_quant(catalog, spec, hw, budget, every=True)
+        choice = choose_quant(catalog, spec, hw, budget, every=True, calibration=calibration)
         return RefQuant(choice.quant, choice.reason, not choice.fits, choice.below_floor,
                         choice.ranked)
     if isinstance(ref, HubRef) and ref.filename is None:
@@ -410,7 +419,8 @@ def _reasons(best: Candidate, others: Sequence[Candidate], catalog: Catalog, use
 
 def rank(catalog: Catalog, hw: Hardware, budget: Budget, *, use: str = "chat",
          ctx: int | None = None, min_speed: float | None = None,
-         top: int = 5, think: bool | None = None) -> list[Pick]:
+         top: int = 5, think: bool | None = None,
+         calibration: SpeedCalibration | None = None) -> list[Pick]:
     """The best `top` picks, best first: one per model, at the quant `choose_quant` picks.
 
     `think` ranks hybrid models by their thinking (True) or non-thinking (False) figure; None:
@@ -423,7 +433,7 @@ def rank(catalog: Catalog, hw: Hardware, budget: Budget, *, use: str = "chat",
     strict = min_speed is not None
     min_speed = DEFAULT_MIN_SPEED if min_speed is None else min_speed
     choices = [choose_quant(catalog, spec, hw, budget, use=use, ctx=ctx, min_speed=min_speed,
-                            think=think)
+                            think=think, calibration=calibration)
                for spec in catalog.models(use)]
     accepted = [c.candidate for c in choices if c.candidate.rejected is None]
     below_floor = not accepted and not strict
@@ -433,11 +443,14 @@ def rank(catalog: Catalog, hw: Hardware, budget: Budget, *, use: str = "chat",
     # Rejections worth citing: each model that has no acceptable quant, at its chosen one.
     rejected = [c.candidate for c in choices if c.candidate.rejected is not None
                 and not (below_floor and c.candidate.too_slow)]
-    return [Pick(c.spec, c.quant, use, plan_for(c.spec, c.quant, hw, budget, c.plan.ctx), c.speed,
+    return [Pick(c.spec, c.quant, use,
+                 plan_for(c.spec, c.quant, hw, budget, c.plan.ctx, calibration), c.speed,
                  round(c.score, 2), _reasons(c, rejected, catalog, use, min_speed),
                  below_floor, c.tight) for c in ordered]
 
 
-def plan_for(spec: ModelSpec, qf: QuantFile, hw: Hardware, budget: Budget, ctx: int) -> Plan:
+def plan_for(spec: ModelSpec, qf: QuantFile, hw: Hardware, budget: Budget, ctx: int,
+             calibration: SpeedCalibration | None = None) -> Plan:
     """The full plan of a catalog model at a quant: what `qwen fit MODEL:QUANT` shows."""
-    return plan(shape_from_catalog(spec, qf), hw, budget, Options(ctx=ctx))
+    return plan(shape_from_catalog(spec, qf), hw, budget, Options(ctx=ctx),
+                calibration=calibration)

@@ -17,6 +17,8 @@ from qwencli.units import format_bytes, format_rate
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from qwencli.bench import BenchResult
+    from qwencli.calibration import Calibration
     from qwencli.catalog import ModelSpec
     from qwencli.fit import Breakdown, Plan
     from qwencli.hub import PullResult
@@ -157,7 +159,12 @@ def plan_document(p: Plan) -> dict[str, Any]:
             "host_breakdown": _breakdown_document(p.host.breakdown),
         },
         "speed": {
-            "decode_tok_s": {"low": round(p.speed.low, 1), "high": round(p.speed.high, 1)},
+            "decode_tok_s": {"low": round(p.speed.low, 1), "high": round(p.speed.high, 1),
+                             "typical": round(p.speed.typical, 1)},
+            "prompt_tok_s": round(p.speed.prompt_tok_s, 1),
+            "ttft_s": None if p.speed.ttft_s is None else round(p.speed.ttft_s, 2),
+            "source": p.speed.source,
+            "source_detail": speed_source_text(p),
             "bytes_per_token": p.speed.bytes_per_token,
             "bottleneck": p.speed.bottleneck,
         },
@@ -184,8 +191,22 @@ def placement_text(p: Plan) -> str:
 
 
 def speed_text(p: Plan) -> str:
-    return (f"about {p.speed.low:.0f}-{p.speed.high:.0f} tok/s decoding "
-            f"(full to empty context; bound by {p.speed.bottleneck})")
+    return (f"about {p.speed.typical:.0f} tok/s decoding ({p.speed.low:.0f}-"
+            f"{p.speed.high:.0f}, full to empty context; bound by {p.speed.bottleneck}), "
+            f"prompt about {p.speed.prompt_tok_s:.0f} tok/s")
+
+
+def speed_source_text(p: Plan) -> str:
+    """Where the speed figures come from, for people."""
+    if p.speed.source == "calibrated" and p.speed.calibration:
+        return p.speed.calibration
+    return "estimate; run `qwen bench` to calibrate"
+
+
+def ttft_text(p: Plan, prompt_tokens: int) -> str:
+    seconds = p.speed.ttft_s or 0.0
+    wait = f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    return f"about {wait} for a {prompt_tokens:,}-token prompt"
 
 
 def fit_document(result: FitResult) -> dict[str, Any]:
@@ -195,6 +216,7 @@ def fit_document(result: FitResult) -> dict[str, Any]:
     doc["quant_choice"] = None if choice is None else {
         "quant": choice.quant, "chosen": choice.reason is not None, "reason": choice.reason,
         "below_speed_floor": choice.below_floor, "over_budget": choice.over_budget}
+    doc["prompt_tokens"] = result.prompt_tokens
     doc["notes"] = list(result.notes)
     return doc
 
@@ -210,6 +232,9 @@ def fit_sections(result: FitResult, hw: Hardware) -> list[Section]:
                     f"{_ctx_text(p.usable_ctx) if p.usable_ctx else 'none'})"),
         ("placement", placement_text(p)),
         ("speed", speed_text(p)),
+        *((("first token", ttft_text(p, result.prompt_tokens)),)
+          if result.prompt_tokens and p.speed.ttft_s is not None else ()),
+        ("speed from", speed_source_text(p)),
         ("machine", hw.source),
         *((("file", result.file),) if result.file else ()),
     )
@@ -332,10 +357,12 @@ def recommend_sections(picks: Sequence[Pick], hw: Hardware, use: str, ctx: int |
         if pick.tight:
             memory += " tight"
         table.append((str(number), pick.spec.id, pick.quant.quant, _ctx_text(p.ctx), placement,
-                      memory, f"{p.speed.low:.0f}-{p.speed.high:.0f}", f"{pick.score:.1f}"))
+                      memory, f"{p.speed.typical:.0f} ({p.speed.low:.0f}-{p.speed.high:.0f})",
+                      f"{pick.score:.1f}"))
     floor_note = (f"nothing here reaches {min_speed:g} tok/s: these are the best of what runs",) \
         if picks[0].below_floor else ()
-    sections = [Section(title, header=header, table=tuple(table), notes=floor_note)]
+    source = f"speed: {speed_source_text(picks[0].plan)}"
+    sections = [Section(title, header=header, table=tuple(table), notes=(*floor_note, source))]
     top = picks[0]
     sections.append(Section(f"Why {top.spec.id} {top.quant.quant}",
                             notes=(*(f"- {reason}" for reason in top.reasons),
@@ -568,3 +595,79 @@ def search_sections(hits: Sequence[SearchHit], text: str) -> list[Section]:
                   "you" if h.role == "user" else "model", h.snippet) for h in hits)
     return [Section(f"Messages with {text!r} (latest first)",
                     header=("ID", "WHEN", "WHO", "TEXT"), table=rows)]
+
+
+# ------------------------------------------------------------------------------------------
+# `qwen bench`
+
+
+def bench_document(result: BenchResult, stored: Calibration | None) -> dict[str, Any]:
+    """`qwen bench --json` (documented in the README)."""
+    return {
+        "model": result.model,
+        "file": str(result.path),
+        "quant": result.quant,
+        "date": result.date,
+        "threads": result.threads,
+        "ctx": result.plan.ctx,
+        "n_gpu_layers": result.plan.n_gpu_layers,
+        "load_s": round(result.load_s, 3),
+        "ttft": {"s": round(result.ttft_s, 3), "prompt_tokens": result.ttft_prompt_tokens,
+                 "predicted_s": round(result.ttft_predicted_s, 3)},
+        "tests": [{"test": m.test, "kind": m.kind, "tokens": m.tokens, "depth": m.depth,
+                   "tok_s": round(m.median, 2), "runs_tok_s": [round(r, 2) for r in m.runs],
+                   "predicted_tok_s": round(m.predicted, 2), "ratio": round(m.ratio, 3)}
+                  for m in result.measures],
+        "memory": {
+            "peak_rss_bytes": result.peak_rss_bytes,
+            "planned_host_bytes": result.plan.host_bytes,
+            "gpus": [{"index": g.index, "name": g.name, "used_bytes": g.used_bytes,
+                      "total_bytes": g.total_bytes} for g in result.gpu_memory],
+            "buffers": dict(result.buffers),
+        },
+        "calibration": None if stored is None else {
+            "path": str(stored.path),
+            "benches": len(stored.records),
+            "source": stored.speed.label if stored.speed else None,
+            "outliers": list(stored.outliers),
+        },
+        "notes": list(result.notes),
+    }
+
+
+def bench_reset_document(removed: bool, path: Path) -> dict[str, Any]:
+    return {"reset": removed, "path": str(path)}
+
+
+def bench_sections(result: BenchResult, stored: Calibration | None) -> list[Section]:
+    """`qwen bench` for people: each figure beside the estimate."""
+    p = result.plan
+    placement = placement_text(p)
+    title = f"{result.model} {result.quant or ''}".strip()
+    rows = (
+        ("file", str(result.path)),
+        ("loaded", f"{_ctx_text(p.ctx)} context, {placement}, {result.threads} threads, "
+                   f"in {result.load_s:.1f} s"),
+        ("first token", f"{result.ttft_s:.2f} s after a {result.ttft_prompt_tokens:,}-token "
+                        f"prompt (estimate {result.ttft_predicted_s:.2f} s)"),
+        ("peak memory", f"{format_bytes(result.peak_rss_bytes)} RSS (plan: "
+                        f"{format_bytes(p.host_bytes)} on the host)"),
+        *((f"GPU {g.index}", f"{format_bytes(g.used_bytes)} used of "
+                             f"{format_bytes(g.total_bytes)} ({g.name}, NVML)")
+          for g in result.gpu_memory),
+        *((f"{name} buffers", format_bytes(size)) for name, size in result.buffers.items()
+          if name.upper().startswith(("MTL", "METAL"))),
+    )
+    header = ("test", "tok/s", "runs", "estimate", "measured / estimate")
+    table = tuple((m.test, f"{m.median:.1f}", " ".join(f"{r:.1f}" for r in m.runs),
+                   f"{m.predicted:.1f}", f"{m.ratio:.2f}") for m in result.measures)
+    notes = list(result.notes)
+    if stored is not None and stored.speed is not None:
+        notes.append(f"stored in {stored.path} ({len(stored.records)} bench(es)); `qwen fit` and "
+                     "`qwen recommend` now use it; `qwen bench --reset` forgets it")
+        notes.extend(f"outlier: {line}" for line in stored.outliers)
+    elif stored is None:
+        notes.append("not stored")
+    return [Section(title, rows=rows),
+            Section("Speed (median of the runs; estimate: before calibration)", header=header,
+                    table=table, notes=tuple(notes))]

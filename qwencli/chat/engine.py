@@ -232,6 +232,11 @@ class _LogSink:
 _LOG = _LogSink()
 
 
+def load_log() -> list[str]:
+    """llama.cpp's last log lines (the end of the last load: its buffer sizes, for bench)."""
+    return _LOG.recent()
+
+
 class _LoadGuard(HandledSignals):
     """Ctrl-C while llama.cpp loads a model ends the command (exit 130), as everywhere else.
 
@@ -734,5 +739,5 @@ class Engine:
 __all__ = [
     "KV_GGML_TYPES", "ChatTemplate", "Engine", "EngineError", "Generation", "ModelInfo",
     "OutOfMemoryError", "Prompt", "Sampling", "Stats", "default_threads",
-    "explain_load_failure", "inside_llama_callback", "prompt_opens_thinking",
+    "explain_load_failure", "inside_llama_callback", "load_log", "prompt_opens_thinking",
 ]

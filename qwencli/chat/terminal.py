@@ -64,6 +64,7 @@ from qwencli.errors import EXIT_INTERRUPTED, EXIT_OK, QwenError, UsageError
 
 if TYPE_CHECKING:
     from qwencli.chat.engine import ModelInfo
+    from qwencli.fit import Plan
     from qwencli.logs import LoggedConversation
 
 
@@ -432,6 +433,9 @@ def run_once(session: Session, text: str, opts: ChatOptions, console: ChatConsol
     chat_log = chat_log or ChatLog(None)
     printer = ReplyPrinter(console, thinking_to=_thinking_target(opts, True),
                            stream=opts.stream)
+    wait = long_prompt_note(len(session.engine.tokenize(text)), loaded.plan)
+    if wait:
+        console.note(wait)
     chat_log.user(text)
     try:
         with InterruptFlag() as flag:
@@ -459,6 +463,19 @@ def run_once(session: Session, text: str, opts: ChatOptions, console: ChatConsol
         console.tell("interrupted\n")
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+LONG_PROMPT_TOKENS = 4000  # a prompt this long is told how long it waits for the first token
+
+
+def long_prompt_note(n_tokens: int, the_plan: Plan) -> str | None:
+    """For a long piped prompt: about how long it takes to read (the plan's prompt speed)."""
+    rate = the_plan.speed.prompt_tok_s
+    if n_tokens < LONG_PROMPT_TOKENS or rate <= 0:
+        return None
+    seconds = n_tokens / rate
+    wait = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+    return f"reading a {n_tokens:,}-token prompt: about {wait} before the answer starts"
 
 
 def _after_reply(reply: Reply, session: Session, console: ChatConsole, verbose: bool) -> None:

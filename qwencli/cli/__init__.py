@@ -31,6 +31,7 @@ COMMANDS = {
     "chat": "chat",
     "logs": "logs",
     "serve": "serve",
+    "bench": "bench",
     "config": "config",
 }
 

@@ -19,6 +19,7 @@ from qwencli.cli import _complete
 from qwencli.errors import EXIT_ERROR, EXIT_INTERRUPTED, QwenError, StdoutClosed, UsageError
 
 if TYPE_CHECKING:
+    from qwencli.fit import SpeedCalibration
     from qwencli.hardware.model import Budget, Hardware
     from qwencli.hardware.whatif import WhatIf
 
@@ -243,3 +244,19 @@ def ctx_option(default: str) -> Any:
     return Annotated[Optional[int], typer.Option(  # noqa: UP045
         "--ctx", metavar="N", min=256, rich_help_panel=MODEL_PANEL,
         help=f"Context size in tokens (default: {default}).")]
+
+
+def speed_calibration(hw: Hardware, whatif: WhatIf | None = None) -> SpeedCalibration | None:
+    """What `qwen bench` measured here, for the probed machine only: a what-if machine is
+    not this one, so it is planned from the uncalibrated constants. A stored file that cannot
+    be used is a warning, and the estimate goes on uncalibrated."""
+    from qwencli import output
+    from qwencli.calibration import load
+    from qwencli.chat.engine import default_threads
+
+    if (whatif is not None and not whatif.is_empty()) or hw.source != "probed":
+        return None
+    loaded = load(hw, default_threads(hw.cpu.physical_cores))
+    if loaded.warning:
+        output.warn(loaded.warning)
+    return loaded.calibration.speed if loaded.calibration is not None else None

@@ -13,6 +13,7 @@ from qwencli.cli._common import (
     command_app,
     finite,
     machine,
+    speed_calibration,
     whatif_options,
 )
 from qwencli.errors import UsageError
@@ -81,7 +82,8 @@ def recommend(
     finite("--min-speed", min_speed)
     hardware, budget = machine(whatif)
     picks = rank(load_catalog(), hardware, budget, use=use, ctx=ctx, min_speed=min_speed,
-                 top=top, think=think)
+                 top=top, think=think,
+                 calibration=speed_calibration(hardware, whatif))
     floor = DEFAULT_MIN_SPEED if min_speed is None else min_speed
     if json_output:
         output.print_json(reports.recommend_document(picks, hardware, budget, use, ctx, floor))
@@ -106,6 +108,9 @@ def fit(
         "--print-llama-args",
         help="Print only the llama.cpp arguments (llama-server, llama-cli) for this plan.")
     ] = False,
+    prompt_tokens: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        "--prompt-tokens", metavar="N", min=1, max=10_000_000,
+        help="A prompt of N tokens: how long until the first token of the answer.")] = None,
     json_output: JsonOpt = False,
     *,
     whatif: WhatIf,
@@ -125,6 +130,8 @@ def fit(
       qwen fit ./model.gguf --json
 
       llama-server $(qwen fit qwen3-30b-a3b --print-llama-args)
+
+      qwen fit qwen3-8b --prompt-tokens 20000
     """
     from qwencli import output, reports
     from qwencli.catalog import load_catalog
@@ -134,7 +141,8 @@ def fit(
         raise UsageError(f"--kv-type {kv_type!r} is not one of f16, q8_0, q4_0")
     hardware, budget = machine(whatif)
     result = fit_model(model, load_catalog(), hardware, budget, ctx=ctx, gpu_layers=gpu_layers,
-                       kv_type=kv_type)
+                       kv_type=kv_type, prompt_tokens=prompt_tokens,
+                       calibration=speed_calibration(hardware, whatif))
     if print_llama_args and json_output:
         raise UsageError("--print-llama-args and --json are two different outputs; give one")
     if print_llama_args:
