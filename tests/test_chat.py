@@ -49,7 +49,7 @@ from qwencli.chat.terminal import ChatConsole, ReplyPrinter
 from qwencli.errors import QwenError, UsageError
 from qwencli.gguf_info import GgufNotFoundError
 from tests import ceilings, hold
-from tests.gguf_fixtures import qwen3_tokenizer, write_qwen_gguf
+from tests.gguf_fixtures import qwen3_tokenizer, write_chat_models
 
 # ------------------------------------------------------------------------------------------
 # Thinking
@@ -528,18 +528,7 @@ def tokenizer():
 def files(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> dict[str, Path]:
     """A hybrid Qwen3 model and a thinking-only one (its template opens <think>)."""
     folder = tmp_path_factory.mktemp("models")
-    template = tokenizer.chat_template
-    at = template.rindex("{%- if add_generation_prompt %}")
-    opening = (template[:at] + "{%- if add_generation_prompt %}\n"
-               "    {{- '<|im_start|>assistant\\n<think>\\n' }}\n{%- endif %}")
-    return {
-        "qwen3": write_qwen_gguf(folder / "tiny-qwen3.gguf", tokenizer=tokenizer,
-                                 vocab=151_936, ctx=4096),
-        "thinker": write_qwen_gguf(folder / "tiny-thinker.gguf",
-                                   tokenizer=replace(tokenizer, chat_template=opening),
-                                   vocab=151_936, ctx=4096, seed=1),
-        "cache": tmp_path_factory.mktemp("cache"),
-    }
+    return {**write_chat_models(folder, tokenizer), "cache": tmp_path_factory.mktemp("cache")}
 
 
 def qwen(files: Mapping[str, Path], *args: str, stdin: bytes | str | None = "",

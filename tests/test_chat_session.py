@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,16 +17,12 @@ import pexpect
 import pytest
 
 from tests import blocked, ceilings, hold
-from tests.gguf_fixtures import qwen3_tokenizer, write_qwen_gguf
-
-PROMPT = ">>> "
-STATUS = re.compile(r"\[tiny-qwen3\.gguf \(F32\) · context ([\d,]+)/([\d,]+)[^\]]*\]")
+from tests.chat_process import PROMPT, STATUS, terminal_env, write_tiny_qwen3
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_qwen_gguf(tmp_path_factory.mktemp("session") / "tiny-qwen3.gguf",
-                           tokenizer=qwen3_tokenizer(), vocab=151_936, ctx=4096)
+    return write_tiny_qwen3(tmp_path_factory.mktemp("session"))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +34,7 @@ def spawn(model: Path, cache: Path, *args: str, held: bool = False) -> pexpect.s
     """`qwen chat` on a terminal, at its first prompt. `held`: answers wait for Ctrl-C after
     their first visible text (tests/hold.py). Every expect waits for a marker; the timeout is
     only a ceiling for a marker that never comes."""
-    env = {**os.environ, "QWEN_CACHE_DIR": str(cache), "TERM": "dumb", "NO_COLOR": "1"}
+    env = terminal_env(cache)
     command = ["chat", "-m", str(model), "--threads", "1", *args]
     program, *argv = hold.argv(*command) if held else [sys.executable, "-m", "qwencli",
                                                        *command]
@@ -196,15 +191,10 @@ def test_help_unknown_commands_and_history(session: pexpect.spawn) -> None:
 def test_thinking_is_dimmed_on_a_colour_terminal(tmp_path: Path, cache: Path) -> None:
     # A template that opens <think> in the prompt (Qwen3-Thinking-2507 style): the whole
     # answer of random weights is thinking, shown dimmed on stderr, nothing on stdout.
-    from dataclasses import replace
+    from tests.gguf_fixtures import qwen3_tokenizer, thinking_only, write_qwen_gguf
 
-    tokenizer = qwen3_tokenizer()
-    template = tokenizer.chat_template
-    at = template.rindex("{%- if add_generation_prompt %}")
-    opening = (template[:at] + "{%- if add_generation_prompt %}\n"
-               "    {{- '<|im_start|>assistant\\n<think>\\n' }}\n{%- endif %}")
     thinker = write_qwen_gguf(tmp_path / "thinker.gguf", vocab=151_936, ctx=1024, seed=1,
-                              tokenizer=replace(tokenizer, chat_template=opening))
+                              tokenizer=thinking_only(qwen3_tokenizer()))
     env = {key: value for key, value in os.environ.items() if key != "NO_COLOR"}
     env.update({"QWEN_CACHE_DIR": str(cache), "TERM": "xterm-256color"})
     child = pexpect.spawn(sys.executable, ["-m", "qwencli", "chat", "-m", str(thinker),

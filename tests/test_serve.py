@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ import psutil
 import pytest
 
 from tests import ceilings
-from tests.gguf_fixtures import qwen3_tokenizer, write_qwen_gguf
+from tests.gguf_fixtures import qwen3_tokenizer, write_chat_models
 
 _HOOK = f"""
 import os, sys, time
@@ -78,18 +77,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A hybrid Qwen3 model and a thinking-only one (its template opens <think>)."""
     tokenizer = qwen3_tokenizer()
     folder = tmp_path_factory.mktemp("models")
-    template = tokenizer.chat_template
-    at = template.rindex("{%- if add_generation_prompt %}")
-    opening = (template[:at] + "{%- if add_generation_prompt %}\n"
-               "    {{- '<|im_start|>assistant\\n<think>\\n' }}\n{%- endif %}")
-    return {
-        "qwen3": write_qwen_gguf(folder / "tiny-qwen3.gguf", tokenizer=tokenizer,
-                                 vocab=151_936, ctx=4096),
-        "thinker": write_qwen_gguf(folder / "tiny-thinker.gguf",
-                                   tokenizer=replace(tokenizer, chat_template=opening),
-                                   vocab=151_936, ctx=4096, seed=1),
-        "cache": tmp_path_factory.mktemp("cache"),
-    }
+    return {**write_chat_models(folder, tokenizer), "cache": tmp_path_factory.mktemp("cache")}
 
 
 class Server:
