@@ -38,17 +38,14 @@ from qwencli.chat.session import (
 from qwencli.envvars import env_bool
 from qwencli.errors import QwenError, UsageError
 from tests import ceilings
-from tests.gguf_fixtures import qwen3_tokenizer, write_qwen_gguf
+from tests.chat_process import PROMPT, STATUS, terminal_env, write_tiny_qwen3
 
-PROMPT = ">>> "
-STATUS = re.compile(r"\[tiny-qwen3\.gguf \(F32\) · context ([\d,]+)/([\d,]+)[^\]]*\]")
 CEILING = ceilings.PROCESS_S  # a ceiling for a marker to appear, never a pause
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_qwen_gguf(tmp_path_factory.mktemp("guarantees") / "tiny-qwen3.gguf",
-                           tokenizer=qwen3_tokenizer(), vocab=151_936, ctx=4096)
+    return write_tiny_qwen3(tmp_path_factory.mktemp("guarantees"))
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +54,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env(cache: Path, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "QWEN_CACHE_DIR": str(cache), "TERM": "dumb", "NO_COLOR": "1"}
+    env = terminal_env(cache)
     env.pop("QWEN_NOHISTORY", None)
     env.update(extra)
     return env

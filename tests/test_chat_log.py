@@ -25,16 +25,12 @@ import pytest
 
 from qwencli.logs import ConversationLog, NewConversation, NewMessage, log_path
 from tests import ceilings, hold, spy
-from tests.gguf_fixtures import qwen3_tokenizer, write_qwen_gguf
-
-PROMPT = ">>> "
-STATUS = re.compile(r"\[tiny-qwen3\.gguf \(F32\) · context ([\d,]+)/([\d,]+)[^\]]*\]")
+from tests.chat_process import PROMPT, STATUS, terminal_env, write_tiny_qwen3
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_qwen_gguf(tmp_path_factory.mktemp("chatlog") / "tiny-qwen3.gguf",
-                           tokenizer=qwen3_tokenizer(), vocab=151_936, ctx=4096)
+    return write_tiny_qwen3(tmp_path_factory.mktemp("chatlog"))
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +44,9 @@ def prompts_file(tmp_path: Path) -> Path:
 
 
 def _env(cache: Path, prompts_file: Path | None = None, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "QWEN_CACHE_DIR": str(cache), "TERM": "dumb", "NO_COLOR": "1"}
-    if prompts_file is not None:
-        env["QWEN_TEST_PROMPTS"] = str(prompts_file)
-    env.update(extra)
-    return env
+    """A plain terminal's environment; `prompts_file`: where tests/spy.py records prompts."""
+    spied = {"QWEN_TEST_PROMPTS": str(prompts_file)} if prompts_file is not None else {}
+    return terminal_env(cache, **spied, **extra)
 
 
 def chat(cache: Path, prompts_file: Path, *args: str, stdin: str = "",
