@@ -19,6 +19,7 @@ from qwencli.catalog import load_catalog
 from qwencli.hardware.profiles import list_profiles
 from qwencli.recommend import USES
 from tests import ceilings
+from tests.test_startup import PROBE  # the app run in a fresh interpreter, its modules listed
 
 QWEN = str(Path(sys.executable).with_name("qwen"))
 
@@ -124,25 +125,12 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
     assert done.stdout.split() == [name for name in list_profiles() if name.startswith("desk")]
 
 
-PROBE = """
-import json, sys
-sys.argv = ["qwen"]
-from qwencli.cli import main
-try:
-    main()
-except SystemExit:
-    pass
-sys.stdout.flush()
-sys.__stderr__.write(json.dumps(sorted(sys.modules)))
-"""
-
-
 def _modules_while_completing(words: str) -> tuple[set[str], list[str]]:
     parts = words.split(" ")
     env = {**os.environ, "_QWEN_COMPLETE": "complete_bash", "COMP_WORDS": words,
            "COMP_CWORD": str(len(parts) - 1)}
-    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                          env=env, timeout=ceilings.PROCESS_S, check=True)
+    done = subprocess.run([sys.executable, "-c", PROBE.format(args=[])], capture_output=True,
+                          text=True, env=env, timeout=ceilings.PROCESS_S, check=True)
     return set(json.loads(done.stderr.strip().splitlines()[-1])), done.stdout.split()
 
 
