@@ -21,16 +21,23 @@ def bundled_profiles_dir() -> Path:
     return here.parent / "profiles"
 
 
-def config_dir() -> Path:
-    """The user's config directory: config file, overlay profiles (`hardware/`, `models/`)."""
-    override = os.environ.get("QWEN_CONFIG_DIR")
+def _settings_dir(override_var: str, xdg_var: str, xdg_default: Path) -> Path:
+    """$override_var, else the platform's folder for what a user keeps: Application Support on
+    macOS, %APPDATA% on Windows (config and data share it there), $xdg_var (default
+    ~/xdg_default) elsewhere."""
+    override = os.environ.get(override_var)
     if override:
         return Path(override)
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Application Support" / "qwen"
     if sys.platform == "win32":
         return Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming") / "qwen"
-    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "qwen"
+    return Path(os.environ.get(xdg_var) or Path.home() / xdg_default) / "qwen"
+
+
+def config_dir() -> Path:
+    """The user's config directory: config file, overlay profiles (`hardware/`, `models/`)."""
+    return _settings_dir("QWEN_CONFIG_DIR", "XDG_CONFIG_HOME", Path(".config"))
 
 
 def cache_dir() -> Path:
@@ -50,14 +57,7 @@ def data_dir() -> Path:
     """The user's data directory: what qwen keeps that is neither a setting nor re-creatable
     (the conversation log). XDG_DATA_HOME on Linux; on macOS and Windows the same folder as
     the config (Application Support, %APPDATA%), as those platforms do."""
-    override = os.environ.get("QWEN_DATA_DIR")
-    if override:
-        return Path(override)
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "qwen"
-    if sys.platform == "win32":
-        return Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming") / "qwen"
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "qwen"
+    return _settings_dir("QWEN_DATA_DIR", "XDG_DATA_HOME", Path(".local", "share"))
 
 
 def hub_cache() -> Path:
