@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -21,17 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from startup import installed_qwen  # benchmarks/, on the path when run as a script
+
 TARGET_S = 0.3
 CASES = ("qwen chat -m qwen3-", "qwen chat -m qwen3-8b:", "qwen recommend --hardware ",
          "qwen recommend --use ", "qwen rm ", "qwen ")
-
-
-def _qwen() -> str:
-    beside = Path(sys.executable).with_name("qwen")
-    found = str(beside) if beside.exists() else shutil.which("qwen")
-    if not found:
-        sys.exit("qwen is not installed in this environment: pip install -e .")
-    return found
 
 
 def _time(argv: list[str], env: dict[str, str]) -> float:
@@ -45,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    qwen = _qwen()
+    qwen = installed_qwen()
     with tempfile.TemporaryDirectory() as cache:
         base = {**os.environ, "QWEN_CACHE_DIR": cache}
         rows = [("python -c pass (floor)", None,

@@ -23,7 +23,8 @@ from pathlib import Path
 TARGETS = {"qwen --help": 0.15, "qwen hw --json": 0.4, "qwen recommend --json": 0.35}
 
 
-def _qwen() -> str:
+def installed_qwen() -> str:
+    """The `qwen` of this environment (beside this Python), else the one on PATH."""
     beside = Path(sys.executable).with_name("qwen")
     found = str(beside) if beside.exists() else shutil.which("qwen")
     if not found:
@@ -65,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    qwen = _qwen()
+    qwen = installed_qwen()
     rows = [
         ("python -c pass (floor)", median_time([sys.executable, "-c", "pass"], args.runs), None),
         ("qwen --help (piped)", median_time([qwen, "--help"], args.runs), TARGETS["qwen --help"]),
