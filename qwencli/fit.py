@@ -576,10 +576,14 @@ def prompt_seconds(shape: ModelShape, hw: Hardware, part: _Part, depth: int) -> 
     return part.prompt_weight / rate, attention_flops / (CPU_ATTENTION_FLOPS * threads)
 
 
-def _factors(part: _Part, calibration: SpeedCalibration | None) -> DeviceFactors | None:
+def _measured_factors(parts: Sequence[_Part],
+                      calibration: SpeedCalibration | None) -> list[DeviceFactors] | None:
+    """Each part's measured factors, in order; None unless the calibration measured every
+    device the plan uses (a half-measured plan stays an estimate)."""
     if calibration is None:
         return None
-    return calibration.devices.get(part.name)
+    found = [calibration.devices.get(part.name) for part in parts]
+    return None if any(f is None for f in found) else [f for f in found if f is not None]
 
 
 def estimate_speed(shape: ModelShape, hw: Hardware, host: DevicePlan,
@@ -591,13 +595,12 @@ def estimate_speed(shape: ModelShape, hw: Hardware, host: DevicePlan,
     parts = _parts(shape, hw, devices)
     if not parts:
         return Speed(0.0, 0.0, 0, "host")
-    calibrated = calibration is not None and all(
-        _factors(part, calibration) is not None for part in parts)
+    measured = _measured_factors(parts, calibration)
+    per_part = measured or [None] * len(parts)
     full = opts.ctx
     slow = fast = typical = 0.0
     worst_name, worst_time = "host", -1.0
-    for part in parts:
-        factors = _factors(part, calibration) if calibrated else None
+    for part, factors in zip(parts, per_part, strict=True):
         if factors is not None:
             weights, _kv = decode_seconds(shape, hw, part, 0, opts.kv_type, 1)
             _w, kv_full = decode_seconds(shape, hw, part, full, opts.kv_type, 1)
@@ -617,8 +620,7 @@ def estimate_speed(shape: ModelShape, hw: Hardware, host: DevicePlan,
 
     def prompt_time(depth: int) -> float:
         total = 0.0
-        for part in parts:
-            factors = _factors(part, calibration) if calibrated else None
+        for part, factors in zip(parts, per_part, strict=True):
             weights, attention = prompt_seconds(shape, hw, part, depth)
             if factors is not None:
                 weights, attention = weights * factors.prompt, attention * factors.attention
@@ -635,8 +637,7 @@ def estimate_speed(shape: ModelShape, hw: Hardware, host: DevicePlan,
     def per_s(seconds: float, scale: float = 1.0) -> float:
         return scale / seconds if seconds > 0 else 0.0
 
-    if calibrated:
-        assert calibration is not None
+    if measured is not None and calibration is not None:
         spread = max(CALIBRATED_SPREAD_MIN, calibration.spread)
         return Speed(low=per_s(slow, 1 - spread), high=per_s(typical, 1 + spread),
                      bytes_per_token=bytes_per_token, bottleneck=worst_name,
@@ -677,11 +678,9 @@ def predict_at(shape: ModelShape, hw: Hardware, p: Plan, depth: int, prompt_toke
     """(decode tok/s after `depth` tokens, prompt tok/s for `prompt_tokens` after `depth`):
     the estimate a bench's figures are set beside."""
     parts = _parts(shape, hw, p.devices)
-    calibrated = calibration is not None and all(
-        _factors(part, calibration) is not None for part in parts)
+    measured = _measured_factors(parts, calibration)
     decode = prompt = 0.0
-    for part in parts:
-        factors = (_factors(part, calibration) if calibrated else None) or DeviceFactors(1.0)
+    for part, factors in zip(parts, measured or [DeviceFactors(1.0)] * len(parts), strict=True):
         weights_s, kv_s = decode_seconds(shape, hw, part, depth, p.kv_type, 1)
         prompt_s, attention_s = prompt_seconds(shape, hw, part, depth + prompt_tokens // 2)
         decode += weights_s * factors.decode + kv_s * factors.kv
