@@ -258,7 +258,7 @@ class Speed:
     bytes_per_token: int  # weights read per token (empty context)
     bottleneck: str  # the device that takes the most time per token
     typical: float = 0.0  # tokens/s at an empty context, typical (or measured) efficiency
-    prompt_tok_s: float = 0.0  # prompt processing in 512-token batches, empty context
+    prompt_tok_s: float = 0.0  # prompt processing as pp512 measures it (512 tokens from empty)
     ttft_s: float | None = None  # time to first token for Options.prompt_tokens
     source: str = "estimate"  # "calibrated" (by `qwen bench` on this machine) | "estimate"
     calibration: str | None = None  # where a calibrated figure comes from
@@ -576,6 +576,20 @@ def prompt_seconds(shape: ModelShape, hw: Hardware, part: _Part, depth: int) -> 
     return part.prompt_weight / rate, attention_flops / (CPU_ATTENTION_FLOPS * threads)
 
 
+def prompt_token_seconds(shape: ModelShape, hw: Hardware, part: _Part, mean_depth: int,
+                         factors: DeviceFactors | None = None) -> float:
+    """Seconds per prompt token on one device, in 512-token batches, when the prompt's tokens
+    sit on average after `mean_depth` cached tokens (a pp512 from an empty context: 256).
+    Calibrated as `qwen bench` measures: a batch from an empty context scaled by the prompt
+    factor, the attention the extra depth adds by the attention factor."""
+    weights, attention = prompt_seconds(shape, hw, part, mean_depth)
+    if factors is None:
+        return weights + attention
+    _weights, attention_empty = prompt_seconds(shape, hw, part, N_UBATCH // 2)
+    return (weights + attention_empty) * factors.prompt \
+        + (attention - attention_empty) * factors.attention
+
+
 def _measured_factors(parts: Sequence[_Part],
                       calibration: SpeedCalibration | None) -> list[DeviceFactors] | None:
     """Each part's measured factors, in order; None unless the calibration measured every
@@ -618,16 +632,11 @@ def estimate_speed(shape: ModelShape, hw: Hardware, host: DevicePlan,
         if part_typical > worst_time:
             worst_name, worst_time = part.name, part_typical
 
-    def prompt_time(depth: int) -> float:
-        total = 0.0
-        for part, factors in zip(parts, per_part, strict=True):
-            weights, attention = prompt_seconds(shape, hw, part, depth)
-            if factors is not None:
-                weights, attention = weights * factors.prompt, attention * factors.attention
-            total += weights + attention
-        return total
+    def prompt_time(mean_depth: int) -> float:
+        return sum(prompt_token_seconds(shape, hw, part, mean_depth, factors)
+                   for part, factors in zip(parts, per_part, strict=True))
 
-    prompt_empty = prompt_time(0)
+    prompt_empty = prompt_time(N_UBATCH // 2)  # as pp512 measures it
     ttft = None
     if opts.prompt_tokens is not None and opts.prompt_tokens > 0:
         # Attention grows with the position: a prompt of N tokens costs N tokens at depth N/2.
@@ -682,9 +691,8 @@ def predict_at(shape: ModelShape, hw: Hardware, p: Plan, depth: int, prompt_toke
     decode = prompt = 0.0
     for part, factors in zip(parts, measured or [DeviceFactors(1.0)] * len(parts), strict=True):
         weights_s, kv_s = decode_seconds(shape, hw, part, depth, p.kv_type, 1)
-        prompt_s, attention_s = prompt_seconds(shape, hw, part, depth + prompt_tokens // 2)
         decode += weights_s * factors.decode + kv_s * factors.kv
-        prompt += prompt_s * factors.prompt + attention_s * factors.attention
+        prompt += prompt_token_seconds(shape, hw, part, depth + prompt_tokens // 2, factors)
     return (1 / decode if decode > 0 else 0.0, 1 / prompt if prompt > 0 else 0.0)
 
 

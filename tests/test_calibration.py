@@ -65,6 +65,28 @@ def test_several_benches_combine_by_median_and_report_the_outlier(tmp_path: Path
                                            "2026-11-30, noisy.gguf")
 
 
+def test_the_benched_figures_come_back_from_the_plan() -> None:
+    # Factors derived as calibration.record_from derives them (measured pp512 and tg128 against
+    # the estimate's parts for a 512-token batch from an empty context): the plan of the same
+    # model then says the measured speeds back, and bench's own estimate agrees with it.
+    from qwencli.fit import predict_at, speed_parts
+
+    hw = cpu_box()
+    s = shape()
+    estimate = plan(s, hw, plan_budget(hw), Options(ctx=8192))
+    base = speed_parts(s, hw, estimate, 0, 512 // 2)
+    pp512, tg128 = 37.0, 11.0
+    measured = SpeedCalibration("measured", {"host": DeviceFactors(
+        decode=(1 / tg128) / base.decode_s,
+        prompt=(1 / pp512) / (base.prompt_s + base.attention_s))})
+    after = plan(s, hw, plan_budget(hw), Options(ctx=8192), calibration=measured)
+    assert after.speed.prompt_tok_s == pytest.approx(pp512)
+    assert after.speed.typical == pytest.approx(tg128)
+    assert predict_at(s, hw, after, 0, 512, measured) == pytest.approx((tg128, pp512))
+    assert predict_at(s, hw, estimate, 0, 512) == pytest.approx(
+        (estimate.speed.typical, estimate.speed.prompt_tok_s))
+
+
 def test_calibration_scales_the_estimate_and_says_so() -> None:
     hw = cpu_box()
     s = shape()
