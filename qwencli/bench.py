@@ -272,10 +272,11 @@ def run_bench(request: BenchRequest, *, machine: Machine, fetch: Fetch | None = 
               progress: Progress | None = None) -> BenchResult:
     """Load the model as `qwen chat` would and measure it (see the module docstring).
     `calibration` (this machine's, or None) is only used for the predictions shown beside."""
-    from qwencli.chat.engine import Engine, Sampling, default_threads, load_log
+    from qwencli.chat.engine import Engine, Sampling, load_log
     from qwencli.chat.select import LoadRequest, plan_load, resolve_model
     from qwencli.fit import predict_at
     from qwencli.gguf_info import read_model
+    from qwencli.hardware.cpu import default_threads
     from qwencli.shapes import shape_from_gguf
 
     request = check_request(request)

@@ -20,10 +20,10 @@ from qwencli.calibration import (
     store,
 )
 from qwencli.catalog import clear_cache
-from qwencli.chat.engine import default_threads
 from qwencli.cli import app
 from qwencli.fit import DeviceFactors, Options, SpeedCalibration, plan
 from qwencli.hardware.budget import plan_budget
+from qwencli.hardware.cpu import default_threads
 from qwencli.hardware.model import Bandwidth
 from qwencli.hardware.probe import probe
 from tests.gguf_fixtures import write_qwen_gguf

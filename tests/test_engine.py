@@ -19,13 +19,13 @@ from qwencli.chat.engine import (
     OutOfMemoryError,
     Sampling,
     _StopStrings,
-    default_threads,
     explain_load_failure,
     prompt_opens_thinking,
 )
 from qwencli.fit import Options, plan
 from qwencli.gguf_info import read_model
 from qwencli.hardware.budget import plan_budget
+from qwencli.hardware.cpu import default_threads
 from qwencli.hardware.probe import probe
 from qwencli.shapes import shape_from_gguf
 from tests.gguf_fixtures import QwenShape, qwen3_tokenizer, write_header_only_gguf, write_qwen_gguf

@@ -31,7 +31,6 @@ import collections
 import contextlib
 import ctypes
 import importlib
-import math
 import os
 import re
 import signal
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from qwencli.chat.signals import HandledSignals
 from qwencli.errors import QwenError
+from qwencli.hardware.cpu import default_threads
 
 if TYPE_CHECKING:
     from qwencli.fit import Plan
@@ -128,41 +128,6 @@ class ModelInfo:
 
 # ------------------------------------------------------------------------------------------
 # Threads
-
-
-def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
-    """CPUs allowed by a cgroup quota (v2 cpu.max, v1 cfs_quota/period), None when unlimited."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        if quota != "max":
-            return int(quota) / int(period)
-        return None
-    except (OSError, ValueError):
-        pass
-    try:
-        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        if quota_us > 0 and period_us > 0:
-            return quota_us / period_us
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def default_threads(physical_cores: int | None, *, cgroup_root: Path | None = None) -> int:
-    """Physical cores, capped by the CPUs this process may use (affinity, cgroup quota).
-
-    Logical (SMT) siblings add nothing to a memory-bound decode, and llama.cpp's spinning
-    threads on CPUs we do not really have make everything slower.
-    """
-    count = physical_cores or max(1, (os.cpu_count() or 2) // 2)
-    if hasattr(os, "sched_getaffinity"):
-        with contextlib.suppress(OSError):
-            count = min(count, len(os.sched_getaffinity(0)))
-    limit = _cgroup_cpu_limit(cgroup_root or Path("/sys/fs/cgroup"))
-    if limit is not None:
-        count = min(count, max(1, math.floor(limit)))
-    return max(1, count)
 
 
 # ------------------------------------------------------------------------------------------
@@ -738,6 +703,6 @@ class Engine:
 
 __all__ = [
     "KV_GGML_TYPES", "ChatTemplate", "Engine", "EngineError", "Generation", "ModelInfo",
-    "OutOfMemoryError", "Prompt", "Sampling", "Stats", "default_threads",
+    "OutOfMemoryError", "Prompt", "Sampling", "Stats",
     "explain_load_failure", "inside_llama_callback", "load_log", "prompt_opens_thinking",
 ]

@@ -230,7 +230,8 @@ def plan_load(path: Path, request: LoadRequest, hw: Hardware, budget: Budget) ->
 
 def open_model(choice: ModelChoice, request: LoadRequest, hw: Hardware,
                budget: Budget) -> Loaded:
-    from qwencli.chat.engine import Engine, default_threads
+    from qwencli.chat.engine import Engine
+    from qwencli.hardware.cpu import default_threads
 
     the_plan, max_ctx, notes, quant = plan_load(choice.path, request, hw, budget)
     threads = request.threads or default_threads(hw.cpu.physical_cores)

@@ -252,7 +252,7 @@ def speed_calibration(hw: Hardware, whatif: WhatIf | None = None) -> SpeedCalibr
     be used is a warning, and the estimate goes on uncalibrated."""
     from qwencli import output
     from qwencli.calibration import load
-    from qwencli.chat.engine import default_threads
+    from qwencli.hardware.cpu import default_threads
 
     if (whatif is not None and not whatif.is_empty()) or hw.source != "probed":
         return None

@@ -13,6 +13,8 @@ Parsers are pure; `probe_cpu` is the only function that touches the machine.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import platform
 import sys
@@ -335,3 +337,41 @@ def probe_cpu() -> Cpu:
         features=(),
     )
 
+
+# ------------------------------------------------------------------------------------------
+# The threads a model runs with
+
+
+def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by a cgroup quota (v2 cpu.max, v1 cfs_quota/period), None when unlimited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        if quota_us > 0 and period_us > 0:
+            return quota_us / period_us
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def default_threads(physical_cores: int | None, *, cgroup_root: Path | None = None) -> int:
+    """Physical cores, capped by the CPUs this process may use (affinity, cgroup quota).
+
+    Logical (SMT) siblings add nothing to a memory-bound decode, and llama.cpp's spinning
+    threads on CPUs we do not really have make everything slower.
+    """
+    count = physical_cores or max(1, (os.cpu_count() or 2) // 2)
+    if hasattr(os, "sched_getaffinity"):
+        with contextlib.suppress(OSError):
+            count = min(count, len(os.sched_getaffinity(0)))
+    limit = _cgroup_cpu_limit(cgroup_root or Path("/sys/fs/cgroup"))
+    if limit is not None:
+        count = min(count, max(1, math.floor(limit)))
+    return max(1, count)
