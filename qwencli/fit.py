@@ -78,6 +78,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from qwencli.hardware.model import Budget, Hardware
+from qwencli.hardware.remote import Worker
 
 MIB = 1024**2
 CTX_PAD = 256
@@ -241,6 +242,7 @@ class DevicePlan:
     layers: int  # repeating layers on this device (+1 when it holds the output layer)
     budget_bytes: int
     breakdown: Breakdown
+    worker: Worker | None = None  # a device another machine serves over RPC (`qwen worker`)
 
     @property
     def bytes(self) -> int:
