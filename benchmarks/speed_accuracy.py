@@ -104,6 +104,11 @@ def main() -> None:
     parser.add_argument("--calibrate", default="qwen3-0.6b",
                         choices=[name for name, _ in ACCURACY_SET])
     parser.add_argument("--jobs", type=int, default=2, help="compile jobs for llama-bench")
+    parser.add_argument("--save", type=Path, metavar="FILE",
+                        help="write llama-bench's figures per shape to FILE (JSON)")
+    parser.add_argument("--measured", type=Path, metavar="FILE",
+                        help="take llama-bench's figures from FILE (a --save of an earlier run) "
+                             "instead of measuring them again, and skip the agreement runs")
     args = parser.parse_args()
 
     models = {f"{name} {quant}": build(name, quant) for name, quant in ACCURACY_SET}
@@ -122,7 +127,7 @@ def main() -> None:
     target = models[calibrate_key]
     ours: dict[str, list[float]] = {"pp512": [], "tg128": []}
     theirs: dict[str, list[float]] = {"pp512": [], "tg128": []}
-    for run in range(args.runs):
+    for run in range(0 if args.measured else args.runs):
         sides = ("llama-bench", "qwen bench") if run % 2 == 0 else ("qwen bench", "llama-bench")
         for side in sides:
             if side == "llama-bench":
@@ -141,7 +146,9 @@ def main() -> None:
     # Every shape with llama-bench, interleaved across shapes.
     measured: dict[str, dict[str, list[float]]] = {k: {"pp512": [], "tg128": []}
                                                     for k in models}
-    for run in range(args.runs):
+    if args.measured:
+        measured = json.loads(args.measured.read_text())
+    for run in range(0 if args.measured else args.runs):
         for key, path in models.items():
             pp, tg = llama_bench_once(exe, path, args.threads)
             measured[key]["pp512"].append(pp)
@@ -149,6 +156,8 @@ def main() -> None:
             print(f"  {key} run {run + 1}: pp512 {pp:.1f} tg128 {tg:.2f}", file=sys.stderr,
                   flush=True)
 
+    if args.save:
+        args.save.write_text(json.dumps(measured, indent=1))
     before = predict(models, args.threads, calibrated=False)
     print(f"  calibrating: qwen bench {target.name} --threads {args.threads} -r {args.runs} "
           "--depth 0",
@@ -161,7 +170,7 @@ def main() -> None:
     median = statistics.median
     print(f"\nqwen bench vs llama-bench on {target.name}, {args.threads} threads, "
           f"{args.runs} interleaved runs (median, spread = (max-min)/median):")
-    for test in ("pp512", "tg128"):
+    for test in ("pp512", "tg128") if ours["pp512"] else ():
         q, b = median(ours[test]), median(theirs[test])
         print(f"  {test}: qwen bench {q:8.2f} ({spread(ours[test]):.0%})  llama-bench "
               f"{b:8.2f} ({spread(theirs[test]):.0%})  ratio {q / b:.3f}")

@@ -38,6 +38,7 @@ from qwencli.errors import UsageError
 if TYPE_CHECKING:
     from qwencli.chat.select import Fetch, Machine
     from qwencli.fit import ModelShape, Plan, SpeedCalibration
+    from qwencli.recommend import Calibrate
 
 #: Progress: one short line about what is being measured now.
 Progress = Callable[[str], None]
@@ -268,10 +269,12 @@ def _chat_prompt(engine: Any, n_tokens: int) -> Any:
 
 
 def run_bench(request: BenchRequest, *, machine: Machine, fetch: Fetch | None = None,
-              calibration: SpeedCalibration | None = None,
+              calibration: SpeedCalibration | None = None, calibrate: Calibrate | None = None,
               progress: Progress | None = None) -> BenchResult:
     """Load the model as `qwen chat` would and measure it (see the module docstring).
-    `calibration` (this machine's, or None) is only used for the predictions shown beside."""
+    `calibrate` gives this machine's calibration to choose the model and quant as `qwen chat`
+    does; `calibration`, when given, is used for the predictions shown beside (None: the
+    uncalibrated estimate, whose ratios are what a calibration learns)."""
     from qwencli.chat.engine import Engine, Sampling, load_log
     from qwencli.chat.select import LoadRequest, plan_load, resolve_model
     from qwencli.fit import predict_at
@@ -282,7 +285,7 @@ def run_bench(request: BenchRequest, *, machine: Machine, fetch: Fetch | None = 
     request = check_request(request)
     say = progress or (lambda _line: None)
     hw, budget = machine()
-    choice = resolve_model(request.model, machine=machine, fetch=fetch)
+    choice = resolve_model(request.model, machine=machine, fetch=fetch, calibrate=calibrate)
     load = LoadRequest(ctx=request.ctx, threads=request.threads)
     the_plan, _max_ctx, notes, quant = plan_load(choice.path, load, hw, budget)
     shape = shape_from_gguf(read_model(choice.path), name=choice.path.name)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 FILE_NAME = "calibration.json"
 FORMAT = 1  # the file's layout
-SPEED_MODEL = 1  # the estimate the factors are relative to: a new one invalidates them
+SPEED_MODEL = 2  # the estimate the factors are relative to: a new one invalidates them
 MAX_FILE_BYTES = 1_000_000
 MAX_RECORDS = 20  # the newest benches kept
 OUTLIER = 0.25  # a record this far from the median (relative) is reported

@@ -93,28 +93,33 @@ KV_TYPE_BYTES = {"f16": 2.0, "bf16": 2.0, "f32": 4.0, "q8_0": 34 / 32, "q4_0": 1
 # Decode: per device, time per token = weights read / (bandwidth x efficiency) + layers x a fixed
 # cost, + the KV cache read at the current depth. Efficiencies are (worst, typical, best)
 # fractions of the device's bandwidth figure, layer costs (worst, typical, best) seconds.
-# CPU: fitted on this project's build machine (2 threads of an AMD EPYC, benchmarks/
-# speed_accuracy.py: Qwen3-0.6B and Qwen2.5-1.5B Q4_K_M, Qwen3-1.7B Q8_0, a Qwen3-30B-A3B-shaped
-# MoE), against the measured copy bandwidth (`qwen hw`: a memmove that counts read + write
-# bytes, so a decode that only reads passes 1.0). A bandwidth stated by a profile is a
-# specification's peak, which a decode does not reach: CPU_EFFICIENCY_PEAK (llama.cpp's CPU
-# decode reads at 55-85% of the DDR peak, fit-anchors.md section 8, not checked here). GPU:
-# published llama.cpp results, not checked on this code (50-75% of peak, about 0.14 ms per
-# layer, shared/reference/fit-anchors.md section 8).
-CPU_EFFICIENCY = (2.0, 2.72, 3.2)
+# CPU: fitted on this project's build machine (2 threads of a shared AMD EPYC VM) to llama-bench
+# medians of four shapes on two days (benchmarks/speed_accuracy.py: Qwen3-0.6B and Qwen2.5-1.5B
+# Q4_K_M, Qwen3-1.7B Q8_0, a Qwen3-30B-A3B-shaped MoE; the typical constants reproduce all four
+# within 3%), against the measured copy bandwidth (`qwen hw`: a memmove that counts read +
+# write bytes). The worst/best constants keep the spread seen between runs (about -25%/+20%).
+# A bandwidth stated by a profile is a specification's peak, which a decode does not reach:
+# CPU_EFFICIENCY_PEAK (llama.cpp's CPU decode reads at 55-85% of the DDR peak, fit-anchors.md
+# section 8, not checked here). GPU: published llama.cpp results, not checked on this code
+# (50-75% of peak, about 0.14 ms per layer, shared/reference/fit-anchors.md section 8).
+CPU_EFFICIENCY = (0.84, 1.148, 1.35)
 CPU_EFFICIENCY_PEAK = (0.55, 0.7, 0.85)
 GPU_EFFICIENCY = (0.5, 0.62, 0.75)
-CPU_LAYER_COST = (0.30e-3, 0.234e-3, 0.18e-3)
+CPU_LAYER_COST = (0.26e-3, 0.205e-3, 0.16e-3)
 GPU_LAYER_COST = (0.15e-3, 0.11e-3, 0.08e-3)
 # Decode efficiency of a quant family relative to Q4_K on the CPU (dequantisation work per byte
-# differs; fitted with the constants above). Families not listed count as 1.0.
-CPU_DECODE_FAMILY = {"Q8_0": 1.15, "F16": 1.15, "BF16": 1.15, "F32": 1.2}
+# differs; Q8_0 fitted with the constants above, the float types not checked). Families not
+# listed count as 1.0.
+CPU_DECODE_FAMILY = {"Q8_0": 1.03, "F16": 1.15, "BF16": 1.15, "F32": 1.2}
 # Prompt processing (512-token batches) is compute-bound: weight bytes x tokens per second that
-# one CPU thread gets through, by quant family (fitted here like CPU_EFFICIENCY; the kernels'
-# relative speeds follow llama.cpp's x86 AVX2 paths). Families not listed use the default.
-CPU_PROMPT_RATE = {"Q4_K": 30e9, "Q8_0": 52e9, "Q4_0": 30e9, "F16": 80e9}
-CPU_PROMPT_RATE_DEFAULT = 30e9
-CPU_ATTENTION_FLOPS = 8e9  # per thread: flash attention over the cache, in a prompt batch
+# one CPU thread gets through, by quant family, and the attention over the batch's own earlier
+# tokens (flash attention, FLOP/s per thread). Q4_K, Q8_0 and the attention rate are fitted with
+# the decode constants (the three reproduce the four shapes' pp512 within 1%: per weight, not
+# per byte, Q8_0 and Q4_K run at about the same speed); Q4_0 and F16 keep their ratio to Q4_K
+# from llama.cpp's x86 AVX2 kernels, not checked. Families not listed use the default.
+CPU_PROMPT_RATE = {"Q4_K": 19e9, "Q8_0": 28e9, "Q4_0": 19e9, "F16": 51e9}
+CPU_PROMPT_RATE_DEFAULT = 19e9
+CPU_ATTENTION_FLOPS = 12.5e9  # per thread: flash attention over the cache, in a prompt batch
 # GPU prompt throughput as a multiple of bandwidth (bytes x tokens / s per byte / s), from
 # published llama.cpp pp512 figures for Llama-2-7B Q4_0: RTX 4090 about 14,000 t/s on 1008 GB/s
 # (ggml-org/llama.cpp discussion 15013) -> 53; M1 Max about 530 t/s on 400 GB/s (discussion

@@ -108,7 +108,7 @@ def resolve_shape(text: str, catalog: Catalog, machine: Callable[[], tuple[Hardw
             raise QwenError(f"{path} is a folder, not a .gguf file")
         notes.append(f"exact figures from the GGUF header of {path}")
         return _local_shape(path), None, None, str(path)
-    choice = default_quant(ref, catalog, machine, calibration=calibration)
+    choice = default_quant(ref, catalog, machine, calibrate=lambda _hw: calibration)
     if choice.reason:
         name = ref.id if isinstance(ref, CatalogRef) else ref.repo
         notes.append(f"quant {choice.quant}: {choice.reason} (choose another with "

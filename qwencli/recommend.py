@@ -59,6 +59,9 @@ from qwencli.refs import DEFAULT_HUB_QUANT, CatalogRef, HubRef, ModelRef
 from qwencli.shapes import shape_from_catalog
 from qwencli.units import format_bytes
 
+#: This machine's measured speed for a probed machine (None for a what-if one, or none stored).
+Calibrate = Callable[[Hardware], "SpeedCalibration | None"]
+
 USES = ("chat", "code", "math", "reasoning")
 DEFAULT_CTX = {"chat": 8192, "code": 16384, "math": 8192, "reasoning": 16384}
 DEFAULT_MIN_SPEED = 10.0
@@ -351,15 +354,18 @@ class RefQuant:
 
 def default_quant(ref: ModelRef, catalog: Catalog,
                   machine: Callable[[], tuple[Hardware, Budget]], *,
-                  calibration: SpeedCalibration | None = None) -> RefQuant:
-    """The quant `ref` means on this machine. The machine is asked only when the choice is
-    ours to make (a catalog name without a quant). A Hub repository without a tag means
-    Q4_K_M, as llama.cpp's `-hf` does; a named file or a local path needs no quant."""
+                  calibrate: Calibrate | None = None) -> RefQuant:
+    """The quant `ref` means on this machine. The machine (and its calibration, through
+    `calibrate`) is asked only when the choice is ours to make (a catalog name without a
+    quant), so that fit, pull, chat, serve and bench choose alike. A Hub repository without a
+    tag means Q4_K_M, as llama.cpp's `-hf` does; a named file or a local path needs no
+    quant."""
     if isinstance(ref, CatalogRef):
         spec, quant = resolve_catalog_ref(catalog, ref)  # UsageError for unknown names
         if quant is not None:
             return RefQuant(quant, ranked=(quant,))
         hw, budget = machine()
+        calibration = calibrate(hw) if calibrate is not None else None
         choice = choose_quant(catalog, spec, hw, budget, every=True, calibration=calibration)
         return RefQuant(choice.quant, choice.reason, not choice.fits, choice.below_floor,
                         choice.ranked)

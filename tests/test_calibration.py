@@ -217,3 +217,31 @@ def test_fit_says_where_the_speed_comes_from_and_survives_a_bad_file(tmp_path: P
 def test_fingerprint_names_what_makes_the_speed() -> None:
     print_keys = set(fingerprint_of(cpu_box(), 2))
     assert print_keys == {"cpu", "physical_cores", "threads", "ram_gib", "gpus", "llama_cpp"}
+
+
+def test_chat_serve_bench_and_pull_choose_the_quant_fit_plans_on_a_calibrated_machine() -> None:
+    """The quant of a model named without one is one decision: on a calibrated machine,
+    `qwen fit` and what chat, serve, bench (select.wanted_model) and pull (default_quant)
+    download or load agree, and the calibration is what moved it."""
+    from qwencli.catalog import load_catalog
+    from qwencli.chat.select import wanted_model
+    from qwencli.cli._common import lazy_machine, speed_calibration
+    from qwencli.recommend import default_quant
+    from qwencli.refs import parse_ref
+
+    catalog = load_catalog()
+    uncalibrated = {spec.id: wanted_model(spec.id, lazy_machine()).quant
+                    for spec in catalog.models() if spec.params_total < 3e9}
+    _store_for_this_machine(decode=50.0)  # far slower than estimated: smaller quants win
+    moved = []
+    for model_id, before in uncalibrated.items():
+        chosen = wanted_model(model_id, lazy_machine(), speed_calibration).quant
+        pulled = default_quant(parse_ref(model_id), catalog, lazy_machine(),
+                               calibrate=speed_calibration).quant
+        done = runner.invoke(app, ["fit", model_id, "--json"])
+        assert done.exit_code == 0, done.output
+        planned = json.loads(done.stdout)["quant"]
+        assert chosen == pulled == planned, model_id
+        if chosen != before:
+            moved.append(model_id)
+    assert moved, "no small model's quant moved with a 50x slower calibration"

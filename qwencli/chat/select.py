@@ -22,7 +22,7 @@ from qwencli import store
 from qwencli.catalog import ModelSpec, load_catalog
 from qwencli.errors import QwenError
 from qwencli.fit import CTX_PAD
-from qwencli.recommend import DEFAULT_CTX, default_quant, rank
+from qwencli.recommend import DEFAULT_CTX, Calibrate, default_quant, rank
 from qwencli.refs import HubRef, LocalRef, parse_ref, with_quant
 
 if TYPE_CHECKING:
@@ -100,12 +100,13 @@ class Wanted:
     notes: tuple[str, ...] = ()
 
 
-def wanted_model(ref_text: str, machine: Machine) -> Wanted:
+def wanted_model(ref_text: str, machine: Machine, calibrate: Calibrate | None = None) -> Wanted:
     """The quant and file `ref_text` means on this machine, and the download of it if any."""
     ref = parse_ref(ref_text)
     assert not isinstance(ref, LocalRef)
     catalog = load_catalog()
-    choice = default_quant(ref, catalog, machine)  # UsageError: unknown names, nearest ones
+    # UsageError for unknown names, with the nearest ones
+    choice = default_quant(ref, catalog, machine, calibrate=calibrate)
     spec = catalog.spec_of(ref)
     exact = with_quant(ref, choice.quant)
     local = store.find_download(exact)
@@ -119,11 +120,14 @@ def wanted_model(ref_text: str, machine: Machine) -> Wanted:
 
 
 def resolve_model(model: str | None, *, machine: Machine, fetch: Fetch | None,
+                  calibrate: Calibrate | None = None,
                   environ: Mapping[str, str] | None = None) -> ModelChoice:
     """Find the file to load, fetching it through `fetch` when it is missing (None: nobody
-    agreed to a download, so a missing model is an error saying how to get it)."""
+    agreed to a download, so a missing model is an error saying how to get it). `calibrate`
+    gives this machine's measured speed, so that the model and quant chosen here are the ones
+    `qwen recommend` and `qwen fit` show."""
     named = configured_reference(model, os.environ if environ is None else environ)
-    ref_text, origin = named if named is not None else _pick_unnamed(machine)
+    ref_text, origin = named if named is not None else _pick_unnamed(machine, calibrate)
     ref = parse_ref(ref_text)
     if isinstance(ref, LocalRef):
         path = ref.path.expanduser()
@@ -136,7 +140,7 @@ def resolve_model(model: str | None, *, machine: Machine, fetch: Fetch | None,
                                          " or owner/repo:QUANT")
         spec, quant = spec_for_file(path)
         return ModelChoice(path, path.name, spec, quant, origin)
-    wanted = wanted_model(ref_text, machine)
+    wanted = wanted_model(ref_text, machine, calibrate)
     path = wanted.local
     if path is None:
         if fetch is None:
@@ -148,10 +152,11 @@ def resolve_model(model: str | None, *, machine: Machine, fetch: Fetch | None,
     return ModelChoice(Path(path), ref_text, wanted.spec, quant, origin, wanted.notes)
 
 
-def _pick_unnamed(machine: Machine) -> tuple[str, str]:
+def _pick_unnamed(machine: Machine, calibrate: Calibrate | None) -> tuple[str, str]:
     """The best-ranked downloaded model that fits, else the top recommendation."""
     hw, budget = machine()
-    picks = rank(load_catalog(), hw, budget, use="chat", top=50)
+    picks = rank(load_catalog(), hw, budget, use="chat", top=50,
+                 calibration=calibrate(hw) if calibrate is not None else None)
     if not picks:
         raise QwenError("no Qwen model fits this machine's memory",
                         hint="`qwen recommend` shows why; `qwen chat -m FILE.gguf` runs a file")

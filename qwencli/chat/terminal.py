@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from qwencli.chat.engine import ModelInfo
     from qwencli.fit import Plan
     from qwencli.logs import LoggedConversation
+    from qwencli.recommend import Calibrate
 
 
 @dataclass(frozen=True)
@@ -332,8 +333,9 @@ def _fetcher(console: ChatConsole, assume_yes: bool, can_ask: bool) -> Fetch | N
     return fetch
 
 
-def run_chat(opts: ChatOptions, machine: Machine) -> int:
-    """`qwen chat`: choose the mode, the model, load it, answer. Returns the exit code."""
+def run_chat(opts: ChatOptions, machine: Machine, calibrate: Calibrate | None = None) -> int:
+    """`qwen chat`: choose the mode, the model, load it, answer. Returns the exit code.
+    `calibrate`: this machine's measured speed, for choosing the model as `qwen fit` does."""
     from qwencli.logs import log_path, logging_enabled
 
     if opts.hide_thinking and opts.show_thinking:
@@ -358,14 +360,15 @@ def run_chat(opts: ChatOptions, machine: Machine) -> int:
     chat_log = ChatLog(log_path() if logging_enabled(opts.no_log) else None,
                        conversation=past)  # opens the file while the model loads
     try:
-        return _run_chat(opts, machine, console, text, system, past, chat_log)
+        return _run_chat(opts, machine, calibrate, console, text, system, past, chat_log)
     finally:
         chat_log.close()
         for warning in chat_log.warnings():
             console.warn(warning)
 
 
-def _run_chat(opts: ChatOptions, machine: Machine, console: ChatConsole, text: str | None,
+def _run_chat(opts: ChatOptions, machine: Machine, calibrate: Calibrate | None,
+              console: ChatConsole, text: str | None,
               system: str | None, past: LoggedConversation | None, chat_log: ChatLog) -> int:
     think, overrides = opts.think, dict(opts.overrides)
     model = opts.model
@@ -375,7 +378,7 @@ def _run_chat(opts: ChatOptions, machine: Machine, console: ChatConsole, text: s
         overrides = {**past_overrides, **overrides}
         system = past.system if system is None else system
         model = model or continued_model(past)
-    choice = resolve_model(model, machine=machine,
+    choice = resolve_model(model, machine=machine, calibrate=calibrate,
                            fetch=_fetcher(console, opts.assume_yes, output.can_ask()))
     hw, budget = machine()
     if text is None:

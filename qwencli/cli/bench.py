@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from qwencli.cli._common import JsonOpt, command, command_app, lazy_machine
+from qwencli.cli._common import JsonOpt, command, command_app, lazy_machine, speed_calibration
 
 app = command_app()
 
@@ -83,7 +83,8 @@ def bench(
                            repetitions=repetitions, threads=threads, quick=quick)
     # The estimates beside the figures are the uncalibrated ones: the ratios are what the
     # calibration learns.
-    result = run_bench(request, machine=get_machine, progress=output.info)
+    result = run_bench(request, machine=get_machine, calibrate=speed_calibration,
+                       progress=output.info)
     stored = None
     if not no_save:
         try:

@@ -17,6 +17,7 @@ from qwencli.cli._common import (
     command_app,
     ctx_option,
     lazy_machine,
+    speed_calibration,
 )
 
 app = command_app()
@@ -136,5 +137,5 @@ def chat(
         ctx=ctx, gpu_layers=gpu_layers, threads=threads, kv_type=kv_type, json=json_output,
         stream=not no_stream, verbose=verbose, assume_yes=yes, system_file=system_file,
         continue_latest=continue_latest, conversation_id=conversation_id, no_log=no_log),
-        lazy_machine())
+        lazy_machine(), speed_calibration)
     raise typer.Exit(code)

@@ -13,6 +13,7 @@ from qwencli.cli._common import (
     command,
     command_app,
     lazy_machine,
+    speed_calibration,
 )
 from qwencli.errors import EXIT_ERROR, EXIT_INTERRUPTED, QwenError
 
@@ -66,7 +67,8 @@ def pull(
     from qwencli.units import format_bytes
 
     ref = parse_ref(model)
-    choice = default_quant(ref, load_catalog(), lazy_machine()) if quant is None else None
+    choice = default_quant(ref, load_catalog(), lazy_machine(),
+                           calibrate=speed_calibration) if quant is None else None
     plan = hub.resolve_pull(model, quant=choice.quant if choice else quant)
     if choice is not None and choice.over_budget:
         output.warn(f"{choice.reason}; pulling it anyway (choose another with --quant)")

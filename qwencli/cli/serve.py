@@ -17,6 +17,7 @@ from qwencli.cli._common import (
     command_app,
     ctx_option,
     lazy_machine,
+    speed_calibration,
 )
 
 app = command_app()
@@ -97,5 +98,5 @@ def serve(
                      gpu_layers=gpu_layers, threads=threads, kv_type=kv_type, queue=queue,
                      cors=tuple(cors or ()), quiet=quiet, verbose=verbose),
         lazy_machine(), _fetcher(ChatConsole(), yes, output.can_ask()),
-        Report(info=output.info, warn=output.warn))
+        Report(info=output.info, warn=output.warn), speed_calibration)
     raise typer.Exit(code)

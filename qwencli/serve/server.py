@@ -24,11 +24,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qwencli.chat.select import Fetch, LoadRequest, Machine, open_model, resolve_model
 from qwencli.chat.signals import HandledSignals
 from qwencli.errors import EXIT_INTERRUPTED, EXIT_OK, QwenError, UsageError, os_error
+
+if TYPE_CHECKING:
+    from qwencli.recommend import Calibrate
 
 GRACE_S = 5  # how long open connections get to finish once the server stops
 MAX_KEY_FILE_BYTES = 4096
@@ -190,13 +193,13 @@ class _Uvicorn:
 
 
 def run_server(opts: ServeOptions, machine: Machine, fetch: Fetch | None,
-               report: Report) -> int:
+               report: Report, calibrate: Calibrate | None = None) -> int:
     """`qwen serve`: returns the exit code (0 after SIGTERM, 130 after Ctrl-C)."""
     from qwencli.chat.session import thinking_support
     from qwencli.serve.app import ServerState, create_app
     from qwencli.serve.worker import Scheduler, ServedModel
 
-    choice = resolve_model(opts.model, machine=machine, fetch=fetch)
+    choice = resolve_model(opts.model, machine=machine, fetch=fetch, calibrate=calibrate)
     hw, budget = machine()
     sock = bind(opts.host, opts.port)
     url = url_of(sock)
