@@ -20,6 +20,7 @@ calibration is not touched. llama.cpp's threads spin: run it on a quiet machine,
 spread columns before the medians.
 
     python benchmarks/speed_accuracy.py [--runs 3] [--threads 2] [--calibrate qwen3-0.6b]
+        [--depth 1024] [--save FILE | --measured FILE]
 """
 
 from __future__ import annotations
@@ -42,10 +43,11 @@ from decode_speed import llama_bench  # noqa: E402
 from synthetic import ACCURACY_SET, build  # noqa: E402
 
 
-def llama_bench_once(exe: Path, model: Path, threads: int) -> tuple[float, float]:
-    """(pp512, tg128) tok/s of one llama-bench repetition (after its own warm-up)."""
+def llama_bench_once(exe: Path, model: Path, threads: int, depth: int = 0) -> tuple[float, float]:
+    """(pp512, tg128) tok/s of one llama-bench repetition (after its own warm-up), after
+    `depth` tokens already in the context."""
     done = subprocess.run([str(exe), "-m", str(model), "-p", "512", "-n", "128", "-t",
-                           str(threads), "-fa", "on", "-r", "1", "-o", "json"],
+                           str(threads), "-fa", "on", "-r", "1", "-d", str(depth), "-o", "json"],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"llama-bench failed ({done.returncode}): {done.stderr[-800:]}")
@@ -68,10 +70,12 @@ def tests_of(doc: dict) -> dict[str, float]:
     return {t["test"]: t["tok_s"] for t in doc["tests"]}
 
 
-def predict(models: dict[str, Path], threads: int, calibrated: bool) -> dict[str, tuple]:
-    """(typical decode, prompt) tok/s per shape, as `qwen fit --ctx 4096` plans it."""
+def predict(models: dict[str, Path], threads: int, calibrated: bool,
+            depth: int = 0) -> dict[str, tuple]:
+    """(typical decode, prompt) tok/s per shape, as `qwen fit --ctx 4096` plans it; after
+    `depth` tokens, as `qwen bench --depth` compares them (tg128 and pp512 at that depth)."""
     from qwencli.calibration import load
-    from qwencli.fit import Options, plan
+    from qwencli.fit import Options, plan, predict_at
     from qwencli.gguf_info import read_model
     from qwencli.hardware.budget import plan_budget
     from qwencli.hardware.probe import probe
@@ -86,9 +90,11 @@ def predict(models: dict[str, Path], threads: int, calibrated: bool) -> dict[str
         calibration = loaded.calibration.speed
     out = {}
     for name, path in models.items():
-        p = plan(shape_from_gguf(read_model(path)), hw, plan_budget(hw), Options(ctx=4096),
-                 calibration=calibration, find_usable_ctx=False)
-        out[name] = (p.speed.typical, p.speed.prompt_tok_s)
+        shape = shape_from_gguf(read_model(path))
+        p = plan(shape, hw, plan_budget(hw), Options(ctx=4096), calibration=calibration,
+                 find_usable_ctx=False)
+        out[name] = (p.speed.typical, p.speed.prompt_tok_s) if depth == 0 else \
+            predict_at(shape, hw, p, depth, 512, calibration)
     return out
 
 
@@ -106,6 +112,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="compile jobs for llama-bench")
     parser.add_argument("--save", type=Path, metavar="FILE",
                         help="write llama-bench's figures per shape to FILE (JSON)")
+    parser.add_argument("--depth", type=int, default=0, metavar="D",
+                        help="also compare after D tokens of context (llama-bench -d D, qwen "
+                             "bench --depth 0 D for the calibration)")
     parser.add_argument("--measured", type=Path, metavar="FILE",
                         help="take llama-bench's figures from FILE (a --save of an earlier run) "
                              "instead of measuring them again, and skip the agreement runs")
@@ -148,24 +157,29 @@ def main() -> None:
                                                     for k in models}
     if args.measured:
         measured = json.loads(args.measured.read_text())
-    for run in range(0 if args.measured else args.runs):
-        for key, path in models.items():
-            pp, tg = llama_bench_once(exe, path, args.threads)
-            measured[key]["pp512"].append(pp)
-            measured[key]["tg128"].append(tg)
-            print(f"  {key} run {run + 1}: pp512 {pp:.1f} tg128 {tg:.2f}", file=sys.stderr,
-                  flush=True)
+    depths = (0, args.depth) if args.depth else (0,)
+    for depth in depths:
+        pp_key, tg_key = (f"pp512@{depth}", f"tg128@{depth}") if depth else ("pp512", "tg128")
+        if all(measured.get(k, {}).get(tg_key) for k in models):
+            continue  # taken from --measured
+        for run in range(args.runs):
+            for key, path in models.items():
+                pp, tg = llama_bench_once(exe, path, args.threads, depth)
+                measured[key].setdefault(pp_key, []).append(pp)
+                measured[key].setdefault(tg_key, []).append(tg)
+                print(f"  {key} run {run + 1}: {pp_key} {pp:.1f} {tg_key} {tg:.2f}",
+                      file=sys.stderr, flush=True)
 
     if args.save:
         args.save.write_text(json.dumps(measured, indent=1))
-    before = predict(models, args.threads, calibrated=False)
+    before = {depth: predict(models, args.threads, False, depth) for depth in depths}
+    depth_args = [arg for depth in depths for arg in ("--depth", str(depth))]
     print(f"  calibrating: qwen bench {target.name} --threads {args.threads} -r {args.runs} "
-          "--depth 0",
-          file=sys.stderr, flush=True)
-    # The comparison is at an empty context (tg128, pp512), so the calibration bench skips the
-    # depth tests (`--depth 0`): on a busy machine they take minutes.
-    bench_doc = qwen_bench_once(target, args.threads, env, "-r", str(args.runs), "--depth", "0")
-    after = predict(models, args.threads, calibrated=True)
+          + " ".join(depth_args), file=sys.stderr, flush=True)
+    # The calibration bench measures the depths the comparison uses (only the empty context
+    # without --depth: the depth tests take minutes on a busy machine).
+    bench_doc = qwen_bench_once(target, args.threads, env, "-r", str(args.runs), *depth_args)
+    after = {depth: predict(models, args.threads, True, depth) for depth in depths}
 
     median = statistics.median
     print(f"\nqwen bench vs llama-bench on {target.name}, {args.threads} threads, "
@@ -175,21 +189,25 @@ def main() -> None:
         print(f"  {test}: qwen bench {q:8.2f} ({spread(ours[test]):.0%})  llama-bench "
               f"{b:8.2f} ({spread(theirs[test]):.0%})  ratio {q / b:.3f}")
     print(f"\ncalibration: {calibrate_key} ({bench_doc['calibration']['source']})")
-    print(f"\n{'shape':28} {'tg128':>7} {'before':>7} {'err':>6} {'after':>7} {'err':>6} | "
-          f"{'pp512':>7} {'before':>7} {'err':>6} {'after':>7} {'err':>6}")
-    for key in models:
-        tg, pp = median(measured[key]["tg128"]), median(measured[key]["pp512"])
-        (tb, pb), (ta, pa) = before[key], after[key]
+    for depth in depths:
+        pp_key, tg_key = (f"pp512@{depth}", f"tg128@{depth}") if depth else ("pp512", "tg128")
+        print(f"\nafter {depth:,} tokens of context:" if depth else "\nempty context:")
+        print(f"{'shape':28} {'tg128':>7} {'before':>7} {'err':>6} {'after':>7} {'err':>6} | "
+              f"{'pp512':>7} {'before':>7} {'err':>6} {'after':>7} {'err':>6}")
+        for key in models:
+            tg, pp = median(measured[key][tg_key]), median(measured[key][pp_key])
+            (tb, pb), (ta, pa) = before[depth][key], after[depth][key]
 
-        def err(pred: float, real: float) -> str:
-            return f"{(pred - real) / real:+.0%}"
+            def err(pred: float, real: float) -> str:
+                return f"{(pred - real) / real:+.0%}"
 
-        mark = " *" if key == calibrate_key else ""
-        print(f"{key + mark:28} {tg:7.2f} {tb:7.2f} {err(tb, tg):>6} {ta:7.2f} {err(ta, tg):>6} | "
-              f"{pp:7.1f} {pb:7.1f} {err(pb, pp):>6} {pa:7.1f} {err(pa, pp):>6}")
-    print("(* the benched model; tg128/pp512: llama-bench medians, spread "
-          + ", ".join(f"{k.split()[0]} {spread(measured[k]['tg128']):.0%}/"
-                      f"{spread(measured[k]['pp512']):.0%}" for k in models) + ")")
+            mark = " *" if key == calibrate_key else ""
+            print(f"{key + mark:28} {tg:7.2f} {tb:7.2f} {err(tb, tg):>6} {ta:7.2f} "
+                  f"{err(ta, tg):>6} | {pp:7.1f} {pb:7.1f} {err(pb, pp):>6} {pa:7.1f} "
+                  f"{err(pa, pp):>6}")
+        print("(* the benched model; tg128/pp512: llama-bench medians, spread "
+              + ", ".join(f"{k.split()[0]} {spread(measured[k][tg_key]):.0%}/"
+                          f"{spread(measured[k][pp_key]):.0%}" for k in models) + ")")
     shutil.rmtree(private, ignore_errors=True)
 
 
