@@ -39,6 +39,9 @@ class Worker:
     link: Link
     bandwidth: Bandwidth | None = None  # the device's memory bandwidth, when known
     whatif: bool = False
+    # the llama.cpp backend of the device ("cpu", "cuda", "metal", ...); "" when unknown
+    # (then a description starting with "CPU" means the CPU: hardware.cluster.is_gpu)
+    backend: str = ""
 
 
 def parse_endpoint(text: str) -> str:
