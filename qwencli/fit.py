@@ -914,11 +914,15 @@ def _across_machines(shape: ModelShape, hw: Hardware, budget: Budget, opts: Opti
     devices = _devices(hw, budget)
     best: tuple[tuple[bool, float], tuple[int, DevicePlan, list[DevicePlan], bool, Speed]] \
         | None = None
-    candidates = placement.candidate_sets(_fill_order(shape, devices))
+    candidates = placement.candidate_sets(_fill_order(shape, devices),
+                                          [d.worker is not None for d in devices])
     if opts.n_gpu_layers is not None:
         candidates = candidates[-1:]  # --gpu-layers N: N layers over every device
-    for chosen, fill in candidates:
+    for chosen, order in candidates:
+        fill: list[int] | None = order
         subset = [devices[i] for i in chosen]
+        if not any(device.worker is not None for device in subset):
+            fill = None  # this machine alone: exactly the plan it gets without workers
         ngl, host, plans, fits = _plan_at(shape, hw, budget, opts, subset, fill)
         if not plans:
             ngl = 0  # nothing offloaded: every layer on the local CPU

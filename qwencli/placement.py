@@ -9,10 +9,12 @@ local GPUs; the output layer is on the last device that holds layers.
 
 The split is chosen for speed within every budget (`candidate_sets`): devices are ranked by
 the time one byte of weights takes to read there (a fast local GPU before a slow worker; a tie
-goes to the local device, which pays no network), the plan is made for the fastest device
-alone, the fastest two, ... and all of them (layers fill the faster devices first, each up to
-its budget), and `fit.plan` keeps the fastest of those that fit. So a worker only holds layers
-when the memory is needed or when it is faster than what it relieves, network included.
+goes to the local device, which pays no network), the plan is made for this machine's devices
+with no worker, with the fastest worker, the fastest two, ... and all of them (layers fill the
+faster devices first, each up to its budget, the rest stays on this machine's CPU), and
+`fit.plan` keeps the fastest of those that fit. So a worker only holds layers when the memory
+is needed or when it is faster than what it relieves, network included; and with no worker in
+use the plan is the one this machine alone gets.
 
 The network (ggml-rpc.cpp, llama-cpp-python 0.3.36's llama.cpp). Per token and per remote
 device the main process sends the inputs of that device's run (`set_tensor`, no answer awaited:
@@ -101,13 +103,18 @@ def speed_order(devices: Sequence[T], seconds_per_byte: Callable[[T], float],
                   key=lambda i: (seconds_per_byte(devices[i]), is_remote(devices[i]), i))
 
 
-def candidate_sets(order: Sequence[int]) -> list[tuple[list[int], list[int]]]:
-    """For the fastest k devices, k = 0..n: (their positions in llama.cpp's order, the order in
-    which they fill, as indices into that list)."""
+def candidate_sets(order: Sequence[int], remote: Sequence[bool]
+                   ) -> list[tuple[list[int], list[int]]]:
+    """Every local device with the fastest k workers, k = 0..n: (their positions in llama.cpp's
+    order, the order in which they fill, as indices into that list). Local GPUs are always in
+    (the plan for this machine alone stays what it was); workers join fastest first."""
+    local = [position for position in order if not remote[position]]
+    workers = [position for position in order if remote[position]]
     sets = []
-    for k in range(len(order) + 1):
-        chosen = sorted(order[:k])
-        fill = [chosen.index(position) for position in order[:k]]
+    for k in range(len(workers) + 1):
+        members = set(local) | set(workers[:k])
+        chosen = sorted(members)
+        fill = [chosen.index(position) for position in order if position in members]
         sets.append((chosen, fill))
     return sets
 
