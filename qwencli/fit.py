@@ -79,7 +79,7 @@ from dataclasses import dataclass, field, replace
 
 from qwencli import placement
 from qwencli.hardware.model import Budget, Hardware
-from qwencli.hardware.remote import Worker
+from qwencli.hardware.remote import Worker, is_gpu
 
 MIB = 1024**2
 CTX_PAD = 256
@@ -395,7 +395,7 @@ def _usable_gpus(hw: Hardware, budget: Budget) -> list[_Gpu]:
 
 def _devices(hw: Hardware, budget: Budget) -> list[_Gpu]:
     """Every device layers may go to, in llama.cpp's order: workers' first, then local GPUs."""
-    from qwencli.hardware.cluster import is_gpu, worker_bandwidth
+    from qwencli.hardware.cluster import worker_bandwidth
 
     devices = []
     for number, (worker, worker_budget) in enumerate(zip(hw.workers, budget.workers,
@@ -589,7 +589,7 @@ def _parts(shape: ModelShape, hw: Hardware, devices: Sequence[DevicePlan]) -> li
         output = shape.output_bytes if holds_output else 0
         kv_layers = sum(1 for layer in layers if layer.kv)
         if device.worker is not None:
-            from qwencli.hardware.cluster import is_gpu, worker_bandwidth
+            from qwencli.hardware.cluster import worker_bandwidth
 
             bw = worker_bandwidth(device.worker, hw)
             parts.append(_Part(device.name, weights + output, weights, kv_layers, len(layers),

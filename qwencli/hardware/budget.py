@@ -30,7 +30,7 @@ from qwencli.hardware.model import (
     LlamaCppBuild,
     WorkerBudget,
 )
-from qwencli.hardware.remote import Worker
+from qwencli.hardware.remote import Worker, is_gpu
 from qwencli.units import format_bytes
 
 MIB = 1024**2
@@ -86,8 +86,6 @@ def plan_budget(hw: Hardware) -> Budget:
 
 def worker_budget(worker: Worker) -> WorkerBudget:
     """One worker device's budget: its free memory less the margin for its kind."""
-    from qwencli.hardware.cluster import is_gpu
-
     margin = GPU_HEADROOM if is_gpu(worker) else HOST_HEADROOM
     kind = "GPU" if is_gpu(worker) else "CPU"
     return WorkerBudget(worker.name, worker.endpoint, max(0, worker.free_bytes - margin),

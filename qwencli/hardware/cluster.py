@@ -39,8 +39,9 @@ from dataclasses import dataclass, replace
 
 from qwencli.errors import QwenError, UsageError
 from qwencli.hardware import metal
-from qwencli.hardware.model import Bandwidth, Hardware
-from qwencli.hardware.remote import MAX_WORKERS, Link, Worker, parse_endpoints
+from qwencli.hardware.budget import build_can_drive
+from qwencli.hardware.model import Bandwidth, Gpu, Hardware
+from qwencli.hardware.remote import MAX_WORKERS, Link, Worker, is_gpu, parse_endpoints
 from qwencli.units import format_bytes, format_rate, parse_size
 
 GIB = 1024**3
@@ -235,9 +236,7 @@ def whatif_workers(spec: str, number: int, base: Hardware, link: Link) -> tuple[
     return _machine_workers(machine, spec, endpoint, number, link)
 
 
-def _usable_gpus(hw: Hardware) -> list:
-    from qwencli.hardware.budget import build_can_drive
-
+def _usable_gpus(hw: Hardware) -> list[Gpu]:
     return [gpu for gpu in hw.gpus if build_can_drive(hw.llama_cpp, gpu)]
 
 
@@ -286,13 +285,6 @@ def _machine_workers(machine: Hardware, spec: str, endpoint: str, number: int,
                               f"what-if: profile {spec}: {gpu.name}", free, gpu.total_bytes,
                               link, gpu.bandwidth, whatif=True, backend=gpu.backend))
     return tuple(workers)
-
-
-def is_gpu(worker: Worker) -> bool:
-    """Whether the worker's device computes like a GPU (else like a CPU)."""
-    if worker.backend:
-        return worker.backend != "cpu"
-    return not worker.description.strip().upper().startswith("CPU")
 
 
 ASSUMED_WORKER_GPU_BANDWIDTH = 360 * 10**9  # as hardware.whatif: an RTX 3060 12GB, cautious

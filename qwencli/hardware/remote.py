@@ -44,6 +44,14 @@ class Worker:
     backend: str = ""
 
 
+def is_gpu(worker: Worker) -> bool:
+    """Whether the worker's device computes like a GPU (else like a CPU): its backend when
+    known, else its description ("CPU" for a worker's CPU device)."""
+    if worker.backend:
+        return worker.backend != "cpu"
+    return not worker.description.strip().upper().startswith("CPU")
+
+
 def parse_endpoint(text: str) -> str:
     """'host:port', '[v6]:port' or 'host' (port 50052) -> 'host:port'; UsageError (a sentence
     naming what was wrong) otherwise."""
