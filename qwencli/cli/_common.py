@@ -172,7 +172,10 @@ _WORKER_PARAMS = {
     "link": _LINK_PARAM,
 }
 # `qwen chat`, `serve` and `bench` run the model: real workers only.
-_RUN_WORKER_PARAMS = {"rpc": _RPC_PARAM, "link": _LINK_PARAM}
+_RUN_WORKER_PARAMS = {"rpc": _RPC_PARAM, "link": (Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--link", metavar="PRESET|BANDWIDTH,RTT", rich_help_panel=WORKERS_PANEL,
+    help="The network to the workers, for the plan: 10gbe, 2.5gbe, 1gbe, wifi, thunderbolt, "
+         "loopback, or e.g. 1.25GB/s,0.2ms (default: measured).")], None)}
 
 
 def _with_params(func: Callable[..., Any], replaced: str,
