@@ -902,7 +902,7 @@ def plan(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options, *,
 
 def _fill_order(shape: ModelShape, devices: Sequence[_Gpu]) -> list[int]:
     return placement.speed_order(devices, lambda d: _seconds_per_byte(shape, d),
-                                 lambda d: d.worker is not None)
+                                 lambda d: d.budget)
 
 
 def _across_machines(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,

@@ -8,8 +8,9 @@ not offloaded stay on the local CPU. The plan follows that order exactly: worker
 local GPUs; the output layer is on the last device that holds layers.
 
 The split is chosen for speed within every budget (`candidate_sets`): devices are ranked by
-the time one byte of weights takes to read there (a fast local GPU before a slow worker; a tie
-goes to the local device, which pays no network), the plan is made for this machine's devices
+the time one byte of weights takes to read there (a fast local GPU before a slow worker; among
+equally fast devices the one with the larger budget first, so a small machine keeps its room),
+the plan is made for this machine's devices
 with no worker, with the fastest worker, the fastest two, ... and all of them (layers fill the
 faster devices first, each up to its budget, the rest stays on this machine's CPU), and
 `fit.plan` keeps the fastest of those that fit. So a worker only holds layers when the memory
@@ -96,11 +97,12 @@ def prompt_network_seconds(run: RemoteRun, n_embd: int, n_vocab: int, depth: int
 
 
 def speed_order(devices: Sequence[T], seconds_per_byte: Callable[[T], float],
-                is_remote: Callable[[T], bool]) -> list[int]:
-    """Device positions, fastest first; a tie goes to the local device, then to llama.cpp's
-    order."""
+                budget: Callable[[T], int]) -> list[int]:
+    """Device positions, fastest first; among equally fast devices the larger budget first
+    (a small machine keeps its room: which of them holds a layer costs the same time), then
+    llama.cpp's order."""
     return sorted(range(len(devices)),
-                  key=lambda i: (seconds_per_byte(devices[i]), is_remote(devices[i]), i))
+                  key=lambda i: (seconds_per_byte(devices[i]), -budget(devices[i]), i))
 
 
 def candidate_sets(order: Sequence[int], remote: Sequence[bool]

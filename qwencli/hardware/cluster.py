@@ -116,9 +116,9 @@ def _number(text: str, units: dict[str, float], what: str, example: str) -> floa
 
 
 def link_text(link: Link) -> str:
-    """'1.2 GB/s, 0.20 ms round trip (preset 10gbe)'."""
-    return (f"{format_rate(link.bandwidth_bytes_per_s)}, {link.rtt_s * 1e3:.2f} ms round trip "
-            f"({link.source})")
+    """'9.41 Gbit/s, 0.20 ms round trip (preset 10gbe)': networks are quoted in bits."""
+    return (f"{link.bandwidth_bytes_per_s * 8 / 1e9:.3g} Gbit/s, {link.rtt_s * 1e3:.2f} ms "
+            f"round trip ({link.source})")
 
 
 @dataclass(frozen=True)
