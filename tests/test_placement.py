@@ -9,7 +9,7 @@ import pytest
 
 from qwencli.fit import Options, plan
 from qwencli.hardware.budget import GPU_HEADROOM, HOST_HEADROOM, plan_budget
-from qwencli.hardware.cluster import WorkerOptions, parse_link, resolve_workers
+from qwencli.hardware.cluster import LINK_PRESETS, WorkerOptions, parse_link, resolve_workers
 from qwencli.hardware.model import Bandwidth, Hardware
 from qwencli.hardware.remote import Link, Worker
 from qwencli.placement import RPC_HANDOFF_S, RemoteRun, candidate_sets, decode_network_seconds
@@ -164,3 +164,22 @@ def test_whatif_workers_and_measured_workers_resolve_in_order() -> None:
     sized = workers[1]
     assert sized.whatif and sized.total_bytes == 16 * GIB and sized.backend == "cuda"
     assert "like" in sized.description
+
+
+@pytest.mark.parametrize(("text", "bandwidth", "rtt"), [
+    ("1.25GB/s,0.2ms", 1.25e9, 0.2e-3),
+    ("10Gbit, 100us", 10e9 / 8, 100e-6),
+    ("500Mbps,3ms", 500e6 / 8, 3e-3),
+    ("10GbE", LINK_PRESETS["10gbe"][0], LINK_PRESETS["10gbe"][1]),
+])
+def test_links_parse_presets_and_stated_figures(text: str, bandwidth: float, rtt: float) -> None:
+    link = parse_link(text)
+    assert link.bandwidth_bytes_per_s == pytest.approx(bandwidth)
+    assert link.rtt_s == pytest.approx(rtt)
+    assert link.source in ("stated", "preset 10gbe")
+
+
+def test_every_preset_names_its_source() -> None:
+    for name, (bandwidth, rtt, source) in LINK_PRESETS.items():
+        assert bandwidth > 0 and rtt > 0 and len(source) > 20, name
+        assert "IEEE" in source or "assumed" in source
