@@ -183,3 +183,19 @@ def test_every_preset_names_its_source() -> None:
     for name, (bandwidth, rtt, source) in LINK_PRESETS.items():
         assert bandwidth > 0 and rtt > 0 and len(source) > 20, name
         assert "IEEE" in source or "assumed" in source
+
+
+@pytest.mark.parametrize("bad", [
+    {"free_bytes": -1},
+    {"free_bytes": 2 * GIB, "total_bytes": GIB},
+    {"total_bytes": 1 << 60, "free_bytes": 1 << 60},
+    {"name": "RPC0\x1b[31m"},
+    {"link": Link(0.0, 0.001, "measured")},
+])
+def test_nonsense_from_a_worker_is_a_one_line_error(bad: dict) -> None:
+    from qwencli.hardware.cluster import WorkerUnreachable
+
+    reported = dataclasses.replace(worker("10.0.0.9:50052"), **bad)
+    with pytest.raises(WorkerUnreachable, match=r"10\.0\.0\.9:50052"):
+        resolve_workers(WorkerOptions.parse("10.0.0.9"), gpu_box(12),
+                        lambda endpoint, timeout: (reported,))

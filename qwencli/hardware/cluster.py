@@ -211,6 +211,8 @@ def resolve_workers(options: WorkerOptions, base: Hardware,
                                          f"or drop {endpoint} from --rpc") from None
         if not found:
             raise WorkerUnreachable(f"worker {endpoint} serves no device")
+        for device in found:
+            _check_reported(endpoint, device)
         if options.link is not None:
             found = tuple(replace(w, link=options.link) for w in found)
         workers.extend(found)
@@ -223,6 +225,25 @@ def resolve_workers(options: WorkerOptions, base: Hardware,
         assert link is not None
         workers.extend(whatif_workers(spec, number, base, link))
     return tuple(workers)
+
+
+MAX_DEVICE_BYTES = 1 << 50  # 1 PiB: a larger figure from a worker is not a memory size
+MAX_WORKER_DEVICES = 64
+
+
+def _check_reported(endpoint: str, worker: Worker) -> None:
+    """What a worker reports comes over the network: bound it before planning with it."""
+    link = worker.link
+    sane = (0 <= worker.free_bytes <= worker.total_bytes <= MAX_DEVICE_BYTES
+            and 0 <= worker.device < MAX_WORKER_DEVICES
+            and 0 < link.bandwidth_bytes_per_s <= MAX_LINK_BYTES_PER_S * 10
+            and 0 <= link.rtt_s <= MAX_RTT_S
+            and len(worker.name) <= 200 and worker.name.isprintable()
+            and len(worker.description) <= 200 and worker.description.isprintable())
+    if not sane:
+        raise WorkerUnreachable(f"worker {endpoint} reported figures that cannot be right "
+                                f"(free {worker.free_bytes} of {worker.total_bytes} bytes, "
+                                f"device {worker.device})")
 
 
 def whatif_workers(spec: str, number: int, base: Hardware, link: Link) -> tuple[Worker, ...]:
