@@ -905,12 +905,45 @@ def _fill_order(shape: ModelShape, devices: Sequence[_Gpu]) -> list[int]:
                                  lambda d: d.budget)
 
 
+ROOM_SPEED_SHARE = 0.99  # within 1 % of a device set's fastest split, the roomiest is kept
+
+
+def _room(host: DevicePlan, devices: Sequence[DevicePlan]) -> float:
+    """The smallest share of a budget left free, over the host and the devices used."""
+    used = [host, *(device for device in devices if device.layers)]
+    return min((d.budget_bytes - d.bytes) / d.budget_bytes if d.budget_bytes > 0 else -1.0
+               for d in used)
+
+
+def _least_offload(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
+                   subset: Sequence[_Gpu], fill: Sequence[int] | None, most: int) -> int:
+    """The fewest offloaded layers with which the plan still fits (`most` fits)."""
+    def fits(count: int) -> bool:
+        host, devices, fitted = _memory(shape, hw, budget, opts, count, subset, fill=fill)
+        return _fits(host, devices, fitted)
+
+    low, high = -1, most  # fits(high) is true
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
 def _across_machines(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
                      calibration: SpeedCalibration | None
                      ) -> tuple[int, DevicePlan, list[DevicePlan], bool, Speed]:
-    """The fastest placement that fits, over the fastest k devices for every k (placement's
-    `candidate_sets`); every device stays in the plan's list, in llama.cpp's order, an unused
-    one with no layers (its tensor_split share is 0)."""
+    """The fastest placement that fits, over this machine's devices with the fastest k
+    workers for every k (placement's `candidate_sets`); every device stays in the plan's list,
+    in llama.cpp's order, an unused one with no layers (its tensor_split share is 0).
+
+    Within one set of devices that includes workers, the most layers they hold is one choice;
+    the fewest with which the plan fits, and the middle, are others: when one of those is
+    within 1 % of the fastest (layers on a worker that is no faster than this machine's CPU),
+    the roomiest of them is kept, so equally fast machines share the model instead of one
+    being filled to its margin."""
     devices = _devices(hw, budget)
     best: tuple[tuple[bool, float], tuple[int, DevicePlan, list[DevicePlan], bool, Speed]] \
         | None = None
@@ -923,10 +956,23 @@ def _across_machines(shape: ModelShape, hw: Hardware, budget: Budget, opts: Opti
         subset = [devices[i] for i in chosen]
         if not any(device.worker is not None for device in subset):
             fill = None  # this machine alone: exactly the plan it gets without workers
-        ngl, host, plans, fits = _plan_at(shape, hw, budget, opts, subset, fill)
-        if not plans:
-            ngl = 0  # nothing offloaded: every layer on the local CPU
-        speed = estimate_speed(shape, hw, host, plans, opts, calibration)
+        splits = [_plan_at(shape, hw, budget, opts, subset, fill)]
+        most = splits[0][0]
+        if fill is not None and opts.n_gpu_layers is None and splits[0][3] and most > 0:
+            least = _least_offload(shape, hw, budget, opts, subset, fill, most)
+            for count in sorted({least, (least + most) // 2} - {most}):
+                splits.append(_plan_at(shape, hw, budget, replace(opts, n_gpu_layers=count),
+                                       subset, fill))
+        options = []
+        for ngl, host, plans, fits in splits:
+            if not plans:
+                ngl = 0  # nothing offloaded: every layer on the local CPU
+            speed = estimate_speed(shape, hw, host, plans, opts, calibration)
+            options.append((ngl, host, plans, fits, speed))
+        fastest = max(option[4].typical for option in options)
+        ngl, host, plans, fits, speed = max(
+            options, key=lambda o: (o[3], o[4].typical >= ROOM_SPEED_SHARE * fastest,
+                                    _room(o[1], o[2]), o[4].typical))
         by_position = dict(zip(chosen, plans, strict=False))
         full = [by_position.get(i) or DevicePlan(d.index, d.name, 0, d.budget, Breakdown(),
                                                  worker=d.worker)

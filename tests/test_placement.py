@@ -199,3 +199,15 @@ def test_nonsense_from_a_worker_is_a_one_line_error(bad: dict) -> None:
     with pytest.raises(WorkerUnreachable, match=r"10\.0\.0\.9:50052"):
         resolve_workers(WorkerOptions.parse("10.0.0.9"), gpu_box(12),
                         lambda endpoint, timeout: (reported,))
+
+
+def test_an_equally_fast_cpu_worker_shares_the_model_instead_of_filling_up() -> None:
+    hw = cpu_box(ram_gib=16)  # 12 GiB available: the 16 GiB of layers do not fit alone
+    like_host = dataclasses.replace(worker(free_gib=16, gpu=False), bandwidth=hw.memory.bandwidth)
+    hw2, budget = with_workers(hw, like_host)
+    p = plan(shape(n_layers=80, layer_mib=200), hw2, budget, Options(ctx=4096))
+    remote = p.devices[0]
+    assert p.fits and 0 < remote.layers < 81
+    # Neither machine is left at its margin when the other has room.
+    assert remote.budget_bytes - remote.bytes > 0.15 * remote.budget_bytes
+    assert p.host.budget_bytes - p.host.bytes > 0.15 * p.host.budget_bytes
