@@ -36,8 +36,11 @@ has no other wait (the commands above are asynchronous), so it is the hand-offs:
 process's dispatcher thread wakes the worker's server thread, which computes and wakes the
 dispatcher, which wakes the main thread; on a machine whose cores are busy each wake-up waits
 for a core. RPC_HANDOFF_S is that figure, fitted (typical 5.5 ms, on this project's two-core
-build machine); the best case (1 ms) and the worst (8 ms) are assumptions for idle and busy
-machines. The remaining ~1 ms of the first worker is within what its CPU not repacking
+build machine); the best case (1 ms) and the worst (8 ms) bracket published figures, which used
+the 2024 protocol that re-sent the graph every token: +0.8 ms per token through an RPC server
+on the same machine's CUDA GPU (TinyLlama 1.1B F16, 63 -> 60 t/s, ggml-org/llama.cpp PR #6829)
+and +9.8 ms for Phi-3 on a remote GPU (92 -> 48 t/s, network not stated, issue #7292). Not
+checked here on a real network or a GPU worker. The remaining ~1 ms of the first worker is within what its CPU not repacking
 weights costs (an RPC device exposes only its default buffer type, so the worker's CPU backend
 runs Q4_K from the plain layout; fit.repack_types is not applied there), which the plan counts
 as no change in speed and as no repacked copy in the worker's memory.
