@@ -40,10 +40,12 @@ build machine); the best case (1 ms) and the worst (8 ms) bracket published figu
 the 2024 protocol that re-sent the graph every token: +0.8 ms per token through an RPC server
 on the same machine's CUDA GPU (TinyLlama 1.1B F16, 63 -> 60 t/s, ggml-org/llama.cpp PR #6829)
 and +9.8 ms for Phi-3 on a remote GPU (92 -> 48 t/s, network not stated, issue #7292). Not
-checked here on a real network or a GPU worker. The remaining ~1 ms of the first worker is within what its CPU not repacking
-weights costs (an RPC device exposes only its default buffer type, so the worker's CPU backend
-runs Q4_K from the plain layout; fit.repack_types is not applied there), which the plan counts
-as no change in speed and as no repacked copy in the worker's memory.
+checked here on a real network or a GPU worker.
+
+The remaining ~1 ms of the first worker is within what its CPU not repacking weights costs (an
+RPC device exposes only its default buffer type, so the worker's CPU backend runs Q4_K from the
+plain layout; fit.repack_types is not applied there), which the plan counts as no change in
+speed and as no repacked copy in the worker's memory.
 """
 
 from __future__ import annotations
