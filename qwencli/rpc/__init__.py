@@ -1,0 +1,13 @@
+"""One model across several computers, on llama.cpp's RPC backend (`qwen worker`).
+
+- `library`: ctypes bindings to the installed llama-cpp-python's libggml-rpc (checked against
+  ggml-rpc.h of the llama.cpp that llama-cpp-python 0.3.36 vendors).
+- `protocol`: asks a worker what it serves and measures the link, in Python, with timeouts:
+  llama.cpp's own client blocks without a timeout and aborts the process when a worker does not
+  answer, so nothing reaches it before this has seen the worker answer.
+- `server`: the worker, llama.cpp's RPC server in this process.
+- `runtime`: loading a model with workers (their devices first, as the plan placed them), and
+  what happens when a worker is lost.
+
+Every module imports llama_cpp and ctypes only inside its functions.
+"""
