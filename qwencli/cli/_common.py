@@ -260,3 +260,12 @@ def speed_calibration(hw: Hardware, whatif: WhatIf | None = None) -> SpeedCalibr
     if loaded.warning:
         output.warn(loaded.warning)
     return loaded.calibration.speed if loaded.calibration is not None else None
+
+
+def say_lost_workers() -> None:
+    """A worker lost while this command runs a model on it is said in one line (the process
+    then ends with exit code 1: llama.cpp cannot go on without it)."""
+    from qwencli import output
+    from qwencli.rpc.runtime import on_worker_lost
+
+    on_worker_lost(lambda error: output.error(error.message, error.hint))

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from qwencli.cli._common import JsonOpt, command, command_app, lazy_machine
+from qwencli.cli._common import JsonOpt, command, command_app, lazy_machine, say_lost_workers
 
 app = command_app()
 
@@ -76,6 +76,7 @@ def bench(
     from qwencli.bench import BenchRequest, run_bench
     from qwencli.calibration import CalibrationError, record_from, store
 
+    say_lost_workers()
     get_machine = lazy_machine()
     hardware, _budget = get_machine()
     request = BenchRequest(model=model, ctx=ctx, prompt_tokens=prompt_tokens,

@@ -19,7 +19,6 @@ an abort callback while workers are in use.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import importlib.util
 import sys
@@ -32,7 +31,6 @@ from qwencli.errors import QwenError
 # enum ggml_backend_dev_type (ggml-backend.h)
 DEVICE_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel", 4: "meta"}
 
-ABORT_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_char_p)  # ggml_abort_callback_t
 
 
 class RpcUnavailable(QwenError):
@@ -82,6 +80,8 @@ def reinstall_hint() -> str:
 @functools.cache
 def _libraries() -> tuple[Any, Any]:
     """(libggml, libggml-rpc), loaded the way llama-cpp-python loads them and typed once."""
+    import ctypes
+
     path = rpc_library_path()
     if path is None:
         raise RpcUnavailable("the installed llama-cpp-python was built without RPC "
@@ -112,7 +112,7 @@ def _libraries() -> tuple[Any, Any]:
         (ggml, "ggml_backend_dev_memory", [ctypes.c_void_p, size_p, size_p], None),
         (ggml, "ggml_backend_dev_type", [ctypes.c_void_p], ctypes.c_int),
         (ggml, "ggml_backend_dev_backend_reg", [ctypes.c_void_p], ctypes.c_void_p),
-        (ggml, "ggml_set_abort_callback", [ABORT_CALLBACK], ctypes.c_void_p),
+        (ggml, "ggml_set_abort_callback", [abort_callback_type()], ctypes.c_void_p),
     ):
         function = getattr(lib, name)
         function.argtypes = argtypes
@@ -133,12 +133,22 @@ def supports_rpc() -> bool:
         return False
 
 
+@functools.cache
+def abort_callback_type() -> Any:
+    """ggml_abort_callback_t: void (*)(const char * error_message)."""
+    import ctypes
+
+    return ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+
+
 def _text(value: bytes | None) -> str:
     return (value or b"").decode("utf-8", "replace")
 
 
 def describe(pointer: int) -> Device:
     """A device's name, kind and memory (for a worker's device: asks the worker)."""
+    import ctypes
+
     ggml, _ = _libraries()
     free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
     ggml.ggml_backend_dev_memory(pointer, ctypes.byref(free), ctypes.byref(total))
@@ -170,6 +180,8 @@ def add_server(endpoint: str) -> tuple[int, ...]:
 
 def device_memory(endpoint: str, device: int) -> tuple[int, int]:
     """(free, total) bytes of a worker's device, as the worker's backend reports them."""
+    import ctypes
+
     _, rpc = _libraries()
     free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
     rpc.ggml_backend_rpc_get_device_memory(endpoint.encode("ascii"), device,
@@ -181,6 +193,8 @@ def start_server(endpoint: str, cache_dir: str | None, n_threads: int,
                  devices: tuple[int, ...]) -> None:
     """Serve `devices` on `endpoint` ("IPv4:port"). Returns only when the server could not
     start (llama.cpp writes why to stderr); run it in a thread."""
+    import ctypes
+
     _, rpc = _libraries()
     array = (ctypes.c_void_p * len(devices))(*devices)
     rpc.ggml_backend_rpc_start_server(endpoint.encode("ascii"),
@@ -189,7 +203,7 @@ def start_server(endpoint: str, cache_dir: str | None, n_threads: int,
 
 
 def set_abort_callback(callback: Any) -> None:
-    """ggml calls `callback` (an ABORT_CALLBACK) with its message before abort(); None
-    restores ggml's own message and backtrace."""
+    """ggml calls `callback` (made with `abort_callback_type()`) with its message before
+    abort(); None restores ggml's own message and backtrace."""
     ggml, _ = _libraries()
-    ggml.ggml_set_abort_callback(callback if callback is not None else ABORT_CALLBACK())
+    ggml.ggml_set_abort_callback(callback if callback is not None else abort_callback_type()())

@@ -18,7 +18,6 @@ C waiting for an answer that will never come, so there is nothing to return to.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import socket
 import threading
@@ -61,6 +60,8 @@ def check_workers(endpoints: Sequence[str], timeout_s: float = PROBE_TIMEOUT_S) 
 def plan_devices(plan: Plan) -> Devices | None:
     """Register the plan's workers with llama.cpp and build the device array; None when the
     plan uses no worker (llama.cpp's default devices are right then)."""
+    import ctypes
+
     from qwencli.rpc import library
 
     endpoints = worker_endpoints(plan)
@@ -167,5 +168,5 @@ def watch_for_lost_workers(endpoints: Sequence[str]) -> None:
 
     _WATCH.endpoints = tuple(dict.fromkeys((*_WATCH.endpoints, *endpoints)))
     if _WATCH.callback is None:
-        _WATCH.callback = library.ABORT_CALLBACK(_on_abort)
+        _WATCH.callback = library.abort_callback_type()(_on_abort)
         library.set_abort_callback(_WATCH.callback)
