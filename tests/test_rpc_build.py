@@ -74,3 +74,27 @@ def test_a_lost_worker_is_named_from_llamas_message_or_found_by_trying_each() ->
         assert nobody.message == f"lost the connection to worker {up}"
     finally:
         alive.close()
+
+
+def test_connections_to_workers_get_keepalive_so_a_vanished_machine_is_noticed() -> None:
+    from qwencli.rpc.runtime import KEEPALIVE_IDLE_S, keep_alive
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    endpoint = f"127.0.0.1:{listener.getsockname()[1]}"
+    client = socket.create_connection(listener.getsockname())
+    served, _ = listener.accept()
+    other = socket.socket()
+    try:
+        assert client.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+        assert keep_alive([endpoint]) == 1  # the client's connection, not the listener's
+        assert client.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE_S
+        assert served.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+        client.sendall(b"still open")  # setting it through a duplicate closed nothing
+        assert served.recv(16) == b"still open"
+        assert keep_alive([_closed_port()]) == 0
+    finally:
+        for sock in (client, served, listener, other):
+            sock.close()

@@ -663,6 +663,10 @@ class Engine:
                 with contextlib.suppress(Exception):
                     llm.close()
                 raise KeyboardInterrupt
+        if devices is not None:
+            from qwencli.rpc.runtime import keep_alive
+
+            keep_alive(devices.endpoints)  # a vanished worker machine: an error, not a hang
         metadata = getattr(llm, "metadata", {}) or {}
         eos = llm.token_eos()
         bos = llm.token_bos()

@@ -101,6 +101,63 @@ def plan_devices(plan: Plan) -> Devices | None:
 
 
 # ------------------------------------------------------------------------------------------
+# A worker whose machine vanishes
+
+KEEPALIVE_IDLE_S = 5  # the connection is probed after this long without traffic,
+KEEPALIVE_INTERVAL_S = 2  # then every this many seconds,
+KEEPALIVE_COUNT = 5  # and given up after this many unanswered probes (about 15 s in all);
+USER_TIMEOUT_MS = 20_000  # data sent and not acknowledged for this long also gives up.
+
+
+def _peer(endpoint: str) -> tuple[str, int] | None:
+    host, _, port = endpoint.rpartition(":")
+    try:
+        return socket.gethostbyname(host.strip("[]")), int(port)
+    except (OSError, ValueError):
+        return None
+
+
+def keep_alive(endpoints: Sequence[str]) -> int:
+    """Make this process's connections to the workers notice a vanished machine.
+
+    llama.cpp's client waits for a worker's answer with a plain blocking read: a machine that
+    is switched off or drops off the network sends no reset, so the read would wait forever.
+    TCP keepalive (answered by a live machine's kernel even while the worker computes) and
+    TCP_USER_TIMEOUT make the kernel end such a connection within about 20 s; llama.cpp then
+    sees the error and aborts, which the abort callback turns into the one-line `WorkerLost`.
+    The sockets are llama.cpp's: found among this process's descriptors (Linux: /proc/self/fd)
+    by their peer address and set through a duplicate. Returns how many were set."""
+    fd_dir = "/proc/self/fd"
+    if not os.path.isdir(fd_dir):
+        return 0  # not Linux: a vanished machine is noticed when TCP gives up by itself
+    peers = {peer for peer in map(_peer, endpoints) if peer is not None}
+    done = 0
+    for name in os.listdir(fd_dir):
+        try:
+            if not os.readlink(f"{fd_dir}/{name}").startswith("socket:"):
+                continue
+            copy = socket.socket(fileno=os.dup(int(name)))
+        except (OSError, ValueError):
+            continue
+        try:
+            if copy.type != socket.SOCK_STREAM or copy.getpeername()[:2] not in peers:
+                continue
+            copy.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for option, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+                                  ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+                                  ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+                                  ("TCP_USER_TIMEOUT", USER_TIMEOUT_MS)):
+                if hasattr(socket, option):
+                    copy.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+            done += 1
+        except OSError:
+            continue
+        finally:
+            copy.close()  # the duplicate only: llama.cpp's descriptor stays open
+    return done
+
+
+# ------------------------------------------------------------------------------------------
 # A lost worker
 
 LossHandler = Callable[[WorkerLost], None]
