@@ -196,13 +196,14 @@ def test_an_unreachable_worker_is_named_in_one_line(model: Path, cache: Path, tm
 
 
 def test_probe_reads_the_workers_memory_and_measures_the_link(two: list[RunningWorker]) -> None:
-    from qwencli.rpc.protocol import probe
+    from qwencli.rpc import probe  # as the planner's command line imports it
 
     found = probe(two[0].endpoint)
     assert len(found) == 1
     device = found[0]
     assert device.endpoint == two[0].endpoint and device.device == 0
     assert 0 < device.free_bytes <= device.total_bytes
+    assert device.description.startswith("CPU")  # a CPU worker: computes like a CPU
     assert device.link.source == "measured"
     assert 0 < device.link.rtt_s < 1.0
     assert device.link.bandwidth_bytes_per_s > 1e6  # loopback: far above a megabyte per second

@@ -11,3 +11,25 @@
 
 Every module imports llama_cpp and ctypes only inside its functions.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qwencli.hardware.remote import Worker
+
+
+def probe(endpoint: str, timeout_s: float = 5.0) -> tuple[Worker, ...]:
+    """A worker's devices, free memory and link (qwencli.rpc.protocol.probe): what the
+    planner places layers on. WorkerUnreachable, naming the worker, within about timeout_s."""
+    from qwencli.rpc.protocol import probe as probe_worker
+
+    return probe_worker(endpoint, timeout_s)
+
+
+def supports_rpc() -> bool:
+    """Whether the installed llama-cpp-python was built with the RPC backend."""
+    from qwencli.rpc.library import supports_rpc as library_supports_rpc
+
+    return library_supports_rpc()

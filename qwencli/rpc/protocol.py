@@ -28,6 +28,8 @@ from qwencli.hardware.remote import Link, Worker
 PROTO_MAJOR = 7
 CONN_CAPS_SIZE = 24
 CMD_ALLOC_BUFFER = 0
+CMD_GET_ALIGNMENT = 1
+CMD_GET_MAX_SIZE = 2
 CMD_BUFFER_GET_BASE = 3
 CMD_FREE_BUFFER = 4
 CMD_SET_TENSOR = 6
@@ -53,6 +55,7 @@ class Probe:
     version: tuple[int, int, int]
     devices: tuple[tuple[int, int], ...]  # (free, total) bytes per device
     link: Link
+    kinds: tuple[str, ...] = ()  # "CPU" or "GPU" per device (see `_kind`)
 
 
 class _Connection:
@@ -137,6 +140,20 @@ def _device_memory(conn: _Connection, device: int) -> tuple[int, int]:
     return free, total
 
 
+CPU_ALIGNMENT = 32  # ggml's TENSOR_ALIGNMENT: the CPU buffer type's
+NO_LIMIT = 2**64 - 1  # SIZE_MAX: a buffer type that states no largest buffer (the CPU's)
+
+
+def _kind(conn: _Connection, device: int) -> str:
+    """"CPU" or "GPU". The protocol does not name a worker's devices, but their buffer types
+    tell: the CPU's aligns to 32 bytes and has no largest buffer; CUDA/ROCm align to 128,
+    Metal and Vulkan state a largest buffer."""
+    (alignment,) = struct.unpack("<Q", conn.call(CMD_GET_ALIGNMENT,
+                                                 struct.pack("<I", device), 8))
+    (max_size,) = struct.unpack("<Q", conn.call(CMD_GET_MAX_SIZE, struct.pack("<I", device), 8))
+    return "CPU" if alignment == CPU_ALIGNMENT and max_size == NO_LIMIT else "GPU"
+
+
 def _upload_seconds(conn: _Connection, size: int) -> float | None:
     """Seconds to upload `size` bytes into a buffer on device 0 and hear back; None when the
     worker cannot allocate one."""
@@ -170,6 +187,7 @@ def probe_endpoint(endpoint: str, timeout_s: float = 5.0, *,
         if not 1 <= count <= MAX_DEVICES:
             raise WorkerUnreachable(f"worker {endpoint} says it serves {count} devices")
         devices = tuple(_device_memory(conn, d) for d in range(count))
+        kinds = tuple(_kind(conn, d) for d in range(count))
         rtts = []
         for _ in range(RTT_SAMPLES):
             start = time.perf_counter()
@@ -187,15 +205,17 @@ def probe_endpoint(endpoint: str, timeout_s: float = 5.0, *,
                                    f"{seconds * 1e3:.1f} ms")
     finally:
         conn.close()
-    return Probe(endpoint=endpoint, version=version, devices=devices, link=link)
+    return Probe(endpoint=endpoint, version=version, devices=devices, link=link, kinds=kinds)
 
 
 def probe(endpoint: str, timeout_s: float = 5.0) -> tuple[Worker, ...]:
     """The worker's devices as the planner places layers on them (one Worker per device).
-    Device names follow llama.cpp's ("RPC<n>[host:port]", numbered here per worker)."""
+    Device names follow llama.cpp's ("RPC<n>[host:port]", numbered here per worker); the
+    description starts with "CPU" or "GPU" (what the device computes like)."""
     answer = probe_endpoint(endpoint, timeout_s)
     return tuple(
         Worker(endpoint=endpoint, device=index, name=f"RPC{index}[{endpoint}]",
-               description=f"device {index} of the worker at {endpoint}",
+               description=f"{kind} (device {index} of the worker at {endpoint})",
                free_bytes=free, total_bytes=total, link=answer.link)
-        for index, (free, total) in enumerate(answer.devices))
+        for index, ((free, total), kind) in enumerate(zip(answer.devices, answer.kinds,
+                                                          strict=True)))
