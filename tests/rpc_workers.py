@@ -7,8 +7,10 @@ says how much a worker's resident memory grew since it was ready (what a model l
 costs there), for comparing with the planner's figure for that worker.
 
 Run as a script, this module is `qwen` with one change: the plan a command loads with puts
-QWEN_TEST_RPC_LAYERS repeating layers on the workers named in QWEN_TEST_RPC_WORKERS (split
-evenly, workers first, as llama.cpp orders devices), the rest on this machine's CPU. That
+QWEN_TEST_RPC_LAYERS layers on the workers named in QWEN_TEST_RPC_WORKERS (split evenly,
+workers first, as llama.cpp orders devices), the rest on this machine's CPU. Layers are
+counted as llama.cpp's n_gpu_layers counts them: from the end, the output layer first (2 on a
+2-layer model: the second repeating layer and the output layer). That
 stands in for `--rpc` (planned by another part of the code) so that the runtime is tested on
 its own: `python -m tests.rpc_workers chat -m MODEL "prompt"`.
 """
@@ -150,8 +152,8 @@ def workers(cache: Path, count: int = 2) -> Iterator[list[RunningWorker]]:
 
 
 def worker_plan(plan: Any, endpoints: Sequence[str], layers: int) -> Any:
-    """`plan` with `layers` repeating layers on the workers (split evenly, workers first),
-    the rest on this machine's CPU, as the planner describes a split across machines."""
+    """`plan` with `layers` layers (llama.cpp's n_gpu_layers: the output layer first) on the
+    workers, split evenly, workers first; the rest on this machine's CPU."""
     from qwencli.fit import Breakdown, DevicePlan
     from qwencli.hardware.remote import Link, Worker
 

@@ -4,8 +4,9 @@ hold what was put on them; a worker that is not there, or is lost mid-answer, is
 exit code 1 within 30 s, and the conversation log keeps what was typed.
 
 Workers are real `qwen worker` processes (tests/rpc_workers.py), waited for by their ready line.
-The plan is built by hand (tests/rpc_workers.py run as `qwen`): the repeating layers on the
-workers, the embeddings and the output layer on this machine's CPU.
+The plan is built by hand (tests/rpc_workers.py run as `qwen`): on the tiny 2-layer model,
+the embeddings and the first layer on this machine's CPU, the second layer on one worker and
+the output layer on the other (llama.cpp offloads from the end).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from tests.chat_process import PROMPT, terminal_env, write_tiny_qwen3
 from tests.rpc_workers import ROOT, RunningWorker, free_port, workers
 
 LOST_WITHIN_S = 30.0  # the issue's bound for a lost or unreachable worker to be said
-LAYERS = 2  # the tiny model's repeating layers: one on each worker
+LAYERS = 2  # as llama.cpp's n_gpu_layers: the last repeating layer and the output layer
 
 
 
