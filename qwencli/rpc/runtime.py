@@ -21,6 +21,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 PROBE_TIMEOUT_S = 5.0  # each worker must answer its probe within this at load time
 LOST_CHECK_TIMEOUT_S = 1.0  # when llama.cpp gives up on a connection: which worker is gone
+LOST_SETTLE_S = 2.0  # how long a dying worker may still accept connections
 
 
 @dataclass
@@ -192,11 +194,23 @@ def _refused(endpoint: str, timeout_s: float) -> str | None:
         return (exc.strerror or str(exc)).lower()
 
 
+def _gone(endpoints: Sequence[str], timeout_s: float) -> list[str]:
+    """The workers that cannot be connected to. A worker process that has just died can
+    still accept a connection for a moment (its connection to us breaks before its
+    listening socket is closed), so this looks again for up to LOST_SETTLE_S."""
+    deadline = time.monotonic() + LOST_SETTLE_S
+    while True:
+        gone = [e for e in endpoints if _refused(e, timeout_s) is not None]
+        if gone or time.monotonic() > deadline:
+            return gone
+        time.sleep(0.05)
+
+
 def lost_error(message: str, endpoints: Sequence[str],
                timeout_s: float = LOST_CHECK_TIMEOUT_S) -> WorkerLost:
     """The one-line error for llama.cpp's abort `message`, naming the worker that is gone."""
     named = [e for e in endpoints if e in message]
-    gone = named or [e for e in endpoints if _refused(e, timeout_s) is not None]
+    gone = named or _gone(endpoints, timeout_s)
     hint = ("start the worker again (`qwen worker` on that machine) and run the command "
             "again; `qwen chat -c` continues the conversation")
     if len(gone) == 1:
