@@ -197,13 +197,17 @@ def _refused(endpoint: str, timeout_s: float) -> str | None:
 def _gone(endpoints: Sequence[str], timeout_s: float) -> list[str]:
     """The workers that cannot be connected to. A worker process that has just died can
     still accept a connection for a moment (its connection to us breaks before its
-    listening socket is closed), so this looks again for up to LOST_SETTLE_S."""
+    listening socket is closed), so this looks again for up to LOST_SETTLE_S; but only a
+    refusal counts then: a live worker that serves us does not accept our checks, which
+    queue up and, once its queue is full, time out."""
     deadline = time.monotonic() + LOST_SETTLE_S
-    while True:
-        gone = [e for e in endpoints if _refused(e, timeout_s) is not None]
-        if gone or time.monotonic() > deadline:
-            return gone
+    gone = [e for e in endpoints if _refused(e, timeout_s) is not None]
+    while not gone and time.monotonic() < deadline:
         time.sleep(0.05)
+        gone = [e for e in endpoints
+                if (_refused(e, timeout_s) or "").startswith(("connection refused",
+                                                              "no route", "network is"))]
+    return gone
 
 
 def lost_error(message: str, endpoints: Sequence[str],
