@@ -77,8 +77,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from qwencli import placement
 from qwencli.hardware.model import Budget, Hardware
-from qwencli.hardware.remote import Worker
+from qwencli.hardware.remote import Worker, is_gpu
 
 MIB = 1024**2
 CTX_PAD = 256
@@ -264,6 +265,8 @@ class Speed:
     ttft_s: float | None = None  # time to first token for Options.prompt_tokens
     source: str = "estimate"  # "calibrated" (by `qwen bench` on this machine) | "estimate"
     calibration: str | None = None  # where a calibrated figure comes from
+    network_s: float = 0.0  # seconds per decoded token on links to workers (typical)
+    limited_by: str = ""  # what takes the most time per token: a device's name, or "network"
 
 
 @dataclass(frozen=True)
@@ -279,7 +282,9 @@ class Plan:
     host: DevicePlan
     devices: tuple[DevicePlan, ...]
     unified_pool: bool
-    tensor_split: tuple[float, ...]  # per usable GPU, as llama.cpp's tensor_split
+    # per device in `devices` order (workers first, then local GPUs), as llama.cpp's
+    # tensor_split
+    tensor_split: tuple[float, ...]
     flash_attn: bool
     kv_type: str
     speed: Speed
@@ -366,10 +371,15 @@ def repack_types(hw: Hardware) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class _Gpu:
+    """A device layers can be offloaded to: a local GPU, or a worker's device."""
+
     index: int
     name: str
     budget: int
     bandwidth: float | None
+    worker: Worker | None = None
+    gpu: bool = True  # computes like a GPU (a worker's CPU does not)
+    cpu_measured: bool = False  # a CPU worker's bandwidth is a measured copy bandwidth
 
 
 def _usable_gpus(hw: Hardware, budget: Budget) -> list[_Gpu]:
@@ -383,14 +393,43 @@ def _usable_gpus(hw: Hardware, budget: Budget) -> list[_Gpu]:
     return gpus
 
 
+def _devices(hw: Hardware, budget: Budget) -> list[_Gpu]:
+    """Every device layers may go to, in llama.cpp's order: workers' first, then local GPUs."""
+    from qwencli.hardware.cluster import worker_bandwidth
+
+    devices = []
+    for number, (worker, worker_budget) in enumerate(zip(hw.workers, budget.workers,
+                                                         strict=True)):
+        bandwidth = worker_bandwidth(worker, hw)
+        devices.append(_Gpu(number, worker.name, worker_budget.bytes, bandwidth.bytes_per_s,
+                            worker, is_gpu(worker), bandwidth.source == "measured"))
+    return devices + _usable_gpus(hw, budget)
+
+
+def _seconds_per_byte(shape: ModelShape, device: _Gpu) -> float:
+    """What one byte of weights takes to read on a device (typical constants): the key the
+    placement ranks devices by."""
+    if device.gpu:
+        efficiency = GPU_EFFICIENCY[1]
+    else:
+        efficiency = (CPU_EFFICIENCY if device.cpu_measured else CPU_EFFICIENCY_PEAK)[1]
+        efficiency *= CPU_DECODE_FAMILY.get(quant_family(shape.quant), 1.0)
+    return 1.0 / max((device.bandwidth or 100e9) * efficiency, 1.0)
+
+
 def _split_layers(counts_needed: int, gpus: Sequence[_Gpu], per_layer: Sequence[int],
-                  fixed: Sequence[int]) -> list[int] | None:
+                  fixed: Sequence[int], fill: Sequence[int] | None = None) -> list[int] | None:
     """Greedy contiguous split of the offloaded layers (last first) over the GPUs in order.
 
     per_layer[j] is the bytes of the j-th offloaded layer counted from the lowest index; fixed[g]
     is what GPU g needs regardless (compute buffer, output layer for the last GPU). Returns how
-    many layers each GPU takes, or None when they do not fit.
+    many layers each GPU takes, or None when they do not fit. With `fill` (device positions,
+    fastest first: placement), devices fill in that order instead, each layer counted at the
+    largest layer's bytes so that any contiguous run fits.
     """
+    if fill is not None:
+        return placement.split_by_order(counts_needed, [gpu.budget for gpu in gpus], fixed,
+                                        max(per_layer, default=0), fill)
     counts = [0] * len(gpus)
     position = 0
     for g, gpu in enumerate(gpus):
@@ -403,8 +442,8 @@ def _split_layers(counts_needed: int, gpus: Sequence[_Gpu], per_layer: Sequence[
 
 
 def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
-            n_gpu_layers: int, gpus: Sequence[_Gpu],
-            n_cpu_moe: int = 0) -> tuple[DevicePlan, list[DevicePlan], bool]:
+            n_gpu_layers: int, gpus: Sequence[_Gpu], n_cpu_moe: int = 0,
+            fill: Sequence[int] | None = None) -> tuple[DevicePlan, list[DevicePlan], bool]:
     """Host and device plans for one n_gpu_layers (and MoE expert placement); the bool says
     whether the split fitted."""
     n = shape.n_layers
@@ -451,7 +490,11 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
         fixed = [compute] * len(gpus)
         fixed[-1] = max(compute, logits) + shape.output_bytes
         per_layer = [layer_cost[i] - moved.get(i, 0) for i in gpu_layers]
-        counts = _split_layers(len(gpu_layers), gpus, per_layer, fixed)
+        for g, gpu in enumerate(gpus):
+            if not gpu.gpu:  # a worker's CPU: activations and one row of logits are touched
+                fixed[g] = activation_bytes(shape, opts.n_ubatch) + (
+                    4 * shape.n_vocab + shape.output_bytes if g == len(gpus) - 1 else 0)
+        counts = _split_layers(len(gpu_layers), gpus, per_layer, fixed, fill)
         if counts is None:
             fitted = False
             share = len(gpu_layers) // len(gpus)
@@ -468,14 +511,20 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
             gpu_compute = 0
             if taken or holds_output:
                 gpu_compute = max(compute, logits) if holds_output else compute
+                if not gpu.gpu:
+                    # A worker's CPU backend allocates its buffers like the host's: pages
+                    # are resident once touched, and decoding touches one row of logits.
+                    gpu_compute = activation_bytes(shape, opts.n_ubatch) + (
+                        4 * shape.n_vocab if holds_output else 0)
             if holds_output:
                 weights += shape.output_bytes
             device_plans.append(DevicePlan(gpu.index, gpu.name, len(taken) + holds_output,
-                                           gpu.budget, Breakdown(weights, kv, gpu_compute)))
+                                           gpu.budget, Breakdown(weights, kv, gpu_compute),
+                                           worker=gpu.worker))
     host_budget = budget.host_bytes
     if unified:
-        # One pool: what the GPU holds is also taken from the host budget.
-        host_budget -= sum(device.bytes for device in device_plans)
+        # One pool: what the local GPU holds is also taken from the host budget.
+        host_budget -= sum(device.bytes for device in device_plans if device.worker is None)
     host_plan = DevicePlan(-1, "host", len(host_layers), host_budget, host_breakdown)
     return host_plan, device_plans, fitted
 
@@ -499,10 +548,14 @@ class _Part:
     layers: int
     bandwidth: float
     gpu: bool
+    worker: Worker | None = None  # a worker's device: its link is part of each token
+    cpu_measured: bool | None = None  # a worker CPU's bandwidth kind (None: the host's)
+    holds_output: bool = False
 
 
 def _parts(shape: ModelShape, hw: Hardware, devices: Sequence[DevicePlan]) -> list[_Part]:
     n = shape.n_layers
+    devices = [device for device in devices if device.layers]  # a zero share holds nothing
     active_share = (shape.n_expert_used / shape.n_expert) if shape.n_expert else 1.0
 
     def read_bytes(layers: Sequence[LayerShape]) -> int:
@@ -523,17 +576,30 @@ def _parts(shape: ModelShape, hw: Hardware, devices: Sequence[DevicePlan]) -> li
                    ram_bw, False)]
     position = first_gpu_layer
     gpu_by_index = {gpu.index: gpu for gpu in hw.gpus}
+    # The output layer is on the last device that holds layers (llama.cpp's tensor_split
+    # gives devices with a zero share nothing).
+    output_device = next((d for d in reversed(devices) if d.layers), devices[-1]) \
+        if devices else None
     for device in devices:
-        repeating = device.layers - (1 if device is devices[-1] else 0)
+        holds_output = device is output_device
+        repeating = device.layers - (1 if holds_output else 0)
         layers = list(shape.layers[position:position + repeating])
         position += repeating
         weights = read_bytes(layers)
+        output = shape.output_bytes if holds_output else 0
+        kv_layers = sum(1 for layer in layers if layer.kv)
+        if device.worker is not None:
+            from qwencli.hardware.cluster import worker_bandwidth
+
+            bw = worker_bandwidth(device.worker, hw)
+            parts.append(_Part(device.name, weights + output, weights, kv_layers, len(layers),
+                               bw.bytes_per_s, is_gpu(device.worker), device.worker,
+                               bw.source == "measured", holds_output))
+            continue
         gpu = gpu_by_index.get(device.index)
         bandwidth = gpu.bandwidth.bytes_per_s if gpu and gpu.bandwidth else 100e9  # assumed
-        parts.append(_Part(device.name,
-                           weights + (shape.output_bytes if device is devices[-1] else 0),
-                           weights, sum(1 for layer in layers if layer.kv), len(layers),
-                           bandwidth, True))
+        parts.append(_Part(device.name, weights + output, weights, kv_layers, len(layers),
+                           bandwidth, True, holds_output=holds_output))
     return [part for part in parts if part.weight or part.layers]
 
 
@@ -554,6 +620,8 @@ def decode_seconds(shape: ModelShape, hw: Hardware, part: _Part, depth: int, kv_
         efficiency = GPU_EFFICIENCY[which]
     else:
         measured = hw.memory.bandwidth is not None and hw.memory.bandwidth.source == "measured"
+        if part.cpu_measured is not None:
+            measured = part.cpu_measured
         efficiency = (CPU_EFFICIENCY if measured else CPU_EFFICIENCY_PEAK)[which]
         efficiency *= CPU_DECODE_FAMILY.get(quant_family(shape.quant), 1.0)
     cost = (GPU_LAYER_COST if part.gpu else CPU_LAYER_COST)[which]
@@ -569,7 +637,10 @@ def prompt_seconds(shape: ModelShape, hw: Hardware, part: _Part, depth: int) -> 
     attention_flops = 4 * shape.n_head * max(shape.head_dim_k, shape.head_dim_v) * depth \
         * part.kv_layers
     if part.gpu:
-        factor = GPU_PROMPT_FACTOR.get(_gpu_backend(hw), GPU_PROMPT_FACTOR_DEFAULT)
+        backend = _gpu_backend(hw)
+        if part.worker is not None and part.worker.backend in GPU_PROMPT_FACTOR:
+            backend = part.worker.backend
+        factor = GPU_PROMPT_FACTOR.get(backend, GPU_PROMPT_FACTOR_DEFAULT)
         bandwidth = max(part.bandwidth, 1.0)
         return (part.prompt_weight / (bandwidth * factor),
                 attention_flops / (bandwidth * GPU_ATTENTION_FLOPS_PER_BYTE))
@@ -616,6 +687,12 @@ def estimate_speed(shape: ModelShape, hw: Hardware, host: DevicePlan,
     full = opts.ctx
     slow = fast = typical = 0.0
     worst_name, worst_time = "host", -1.0
+    # The links to workers (placement): at an empty and a full context, per constant set.
+    runs = _remote_runs(parts)
+    network = [sum(placement.decode_network_seconds(run, shape.n_embd, shape.n_vocab, depth,
+                                                    opts.flash_attn, which) for run in runs)
+               for which, depth in ((0, full), (1, 0), (2, 0))]
+    slow, typical, fast = network
     for part, factors in zip(parts, per_part, strict=True):
         if factors is not None:
             weights, _kv = decode_seconds(shape, hw, part, 0, opts.kv_type, 1)
@@ -636,7 +713,9 @@ def estimate_speed(shape: ModelShape, hw: Hardware, host: DevicePlan,
 
     def prompt_time(mean_depth: int) -> float:
         return sum(prompt_token_seconds(shape, hw, part, mean_depth, factors)
-                   for part, factors in zip(parts, per_part, strict=True))
+                   for part, factors in zip(parts, per_part, strict=True)) + sum(
+            placement.prompt_network_seconds(run, shape.n_embd, shape.n_vocab, mean_depth,
+                                             opts.flash_attn, opts.n_ubatch) for run in runs)
 
     prompt_empty = prompt_time(N_UBATCH // 2)  # as pp512 measures it
     ttft = None
@@ -648,15 +727,22 @@ def estimate_speed(shape: ModelShape, hw: Hardware, host: DevicePlan,
     def per_s(seconds: float, scale: float = 1.0) -> float:
         return scale / seconds if seconds > 0 else 0.0
 
+    limited_by = "network" if network[1] > worst_time else worst_name
     if measured is not None and calibration is not None:
         spread = max(CALIBRATED_SPREAD_MIN, calibration.spread)
         return Speed(low=per_s(slow, 1 - spread), high=per_s(typical, 1 + spread),
                      bytes_per_token=bytes_per_token, bottleneck=worst_name,
                      typical=per_s(typical), prompt_tok_s=per_s(prompt_empty), ttft_s=ttft,
-                     source="calibrated", calibration=calibration.label)
+                     source="calibrated", calibration=calibration.label,
+                     network_s=network[1], limited_by=limited_by)
     return Speed(low=per_s(slow), high=per_s(fast), bytes_per_token=bytes_per_token,
                  bottleneck=worst_name, typical=per_s(typical), prompt_tok_s=per_s(prompt_empty),
-                 ttft_s=ttft)
+                 ttft_s=ttft, network_s=network[1], limited_by=limited_by)
+
+
+def _remote_runs(parts: Sequence[_Part]) -> list[placement.RemoteRun]:
+    return [placement.RemoteRun(part.name, part.worker.link, part.holds_output)
+            for part in parts if part.worker is not None]
 
 
 @dataclass(frozen=True)
@@ -680,6 +766,9 @@ def speed_parts(shape: ModelShape, hw: Hardware, p: Plan, depth: int,
         prompt_part, attention_part = prompt_seconds(shape, hw, part, prompt_depth)
         decode, kv = decode + weights_s, kv + kv_part
         prompt, attention = prompt + prompt_part, attention + attention_part
+    for run in _remote_runs(parts):  # the links to workers count as decode time
+        decode += placement.decode_network_seconds(run, shape.n_embd, shape.n_vocab, depth,
+                                                   p.flash_attn, 1)
     device = parts[0].name if len(parts) == 1 else None
     return SpeedParts(decode, kv, prompt, attention, device)
 
@@ -695,6 +784,12 @@ def predict_at(shape: ModelShape, hw: Hardware, p: Plan, depth: int, prompt_toke
         weights_s, kv_s = decode_seconds(shape, hw, part, depth, p.kv_type, 1)
         decode += weights_s * factors.decode + kv_s * factors.kv
         prompt += prompt_token_seconds(shape, hw, part, depth + prompt_tokens // 2, factors)
+    for run in _remote_runs(parts):
+        decode += placement.decode_network_seconds(run, shape.n_embd, shape.n_vocab, depth,
+                                                   p.flash_attn, 1)
+        prompt += placement.prompt_network_seconds(run, shape.n_embd, shape.n_vocab,
+                                                   depth + prompt_tokens // 2, p.flash_attn,
+                                                   N_UBATCH)
     return (1 / decode if decode > 0 else 0.0, 1 / prompt if prompt > 0 else 0.0)
 
 
@@ -703,7 +798,8 @@ def predict_at(shape: ModelShape, hw: Hardware, p: Plan, depth: int, prompt_toke
 
 
 def _plan_at(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
-             gpus: Sequence[_Gpu]) -> tuple[int, DevicePlan, list[DevicePlan], bool]:
+             gpus: Sequence[_Gpu], fill: Sequence[int] | None = None
+             ) -> tuple[int, DevicePlan, list[DevicePlan], bool]:
     """The placement for `opts`: the given n_gpu_layers, or the most that the GPUs hold.
 
     What the GPUs need only grows with n_gpu_layers and what the host needs only shrinks, so the
@@ -714,7 +810,7 @@ def _plan_at(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
         ngl = max(0, min(opts.n_gpu_layers, max_layers))
     else:
         def gpus_hold(count: int) -> bool:
-            _host, devices, fitted = _memory(shape, hw, budget, opts, count, gpus)
+            _host, devices, fitted = _memory(shape, hw, budget, opts, count, gpus, fill=fill)
             return fitted and all(device.fits for device in devices)
 
         low, high = 0, max_layers  # gpus_hold(0) is always true
@@ -727,18 +823,19 @@ def _plan_at(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
             else:
                 high = middle
         ngl = low
-    host, devices, fitted = _memory(shape, hw, budget, opts, ngl, gpus)
+    host, devices, fitted = _memory(shape, hw, budget, opts, ngl, gpus, fill=fill)
     return ngl, host, devices, _fits(host, devices, fitted)
 
 
 def max_context(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options) -> int:
     """The largest context (a multiple of 256, at most the model's) that fits."""
-    gpus = _usable_gpus(hw, budget)
+    gpus = _devices(hw, budget)
+    fill = _fill_order(shape, gpus) if hw.workers else None
     limit = max(CTX_PAD, shape.ctx_train)
 
     def fits(ctx: int) -> bool:
         at = replace(opts, ctx=ctx)
-        if _plan_at(shape, hw, budget, at, gpus)[3]:
+        if _plan_at(shape, hw, budget, at, gpus, fill)[3]:
             return True
         moe = _moe_at(shape, hw, budget, at, gpus)
         return moe is not None and moe[3]
@@ -768,8 +865,12 @@ def plan(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options, *,
     if opts.kv_type not in KV_TYPE_BYTES:
         raise ValueError(f"unknown KV cache type {opts.kv_type!r}")
     gpus = _usable_gpus(hw, budget)
-    ngl, host, devices, fits = _plan_at(shape, hw, budget, opts, gpus)
-    speed = estimate_speed(shape, hw, host, devices, opts, calibration)
+    if hw.workers:
+        ngl, host, devices, fits, speed = _across_machines(shape, hw, budget, opts,
+                                                           calibration)
+    else:
+        ngl, host, devices, fits = _plan_at(shape, hw, budget, opts, gpus)
+        speed = estimate_speed(shape, hw, host, devices, opts, calibration)
     # MoE expert placement (see the module docstring): kept when it fits and is faster.
     n_cpu_moe = 0
     moe = _moe_at(shape, hw, budget, opts, gpus)
@@ -793,6 +894,48 @@ def plan(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options, *,
         flash_attn=opts.flash_attn, kv_type=opts.kv_type,
         speed=speed, moe_cpu_layers=n_cpu_moe,
     )
+
+
+# ------------------------------------------------------------------------------------------
+# Across machines (placement's module docstring)
+
+
+def _fill_order(shape: ModelShape, devices: Sequence[_Gpu]) -> list[int]:
+    return placement.speed_order(devices, lambda d: _seconds_per_byte(shape, d),
+                                 lambda d: d.budget)
+
+
+def _across_machines(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
+                     calibration: SpeedCalibration | None
+                     ) -> tuple[int, DevicePlan, list[DevicePlan], bool, Speed]:
+    """The fastest placement that fits, over the fastest k devices for every k (placement's
+    `candidate_sets`); every device stays in the plan's list, in llama.cpp's order, an unused
+    one with no layers (its tensor_split share is 0)."""
+    devices = _devices(hw, budget)
+    best: tuple[tuple[bool, float], tuple[int, DevicePlan, list[DevicePlan], bool, Speed]] \
+        | None = None
+    candidates = placement.candidate_sets(_fill_order(shape, devices),
+                                          [d.worker is not None for d in devices])
+    if opts.n_gpu_layers is not None:
+        candidates = candidates[-1:]  # --gpu-layers N: N layers over every device
+    for chosen, order in candidates:
+        fill: list[int] | None = order
+        subset = [devices[i] for i in chosen]
+        if not any(device.worker is not None for device in subset):
+            fill = None  # this machine alone: exactly the plan it gets without workers
+        ngl, host, plans, fits = _plan_at(shape, hw, budget, opts, subset, fill)
+        if not plans:
+            ngl = 0  # nothing offloaded: every layer on the local CPU
+        speed = estimate_speed(shape, hw, host, plans, opts, calibration)
+        by_position = dict(zip(chosen, plans, strict=False))
+        full = [by_position.get(i) or DevicePlan(d.index, d.name, 0, d.budget, Breakdown(),
+                                                 worker=d.worker)
+                for i, d in enumerate(devices)]
+        key = (fits, speed.typical)
+        if best is None or key > best[0]:
+            best = (key, (ngl, host, full, fits, speed))
+    assert best is not None
+    return best[1]
 
 
 # ------------------------------------------------------------------------------------------
@@ -831,6 +974,8 @@ def _moe_at(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
     n = shape.n_layers
     if not gpus or not shape.n_expert or not any(layer.expert_bytes for layer in shape.layers):
         return None
+    if hw.workers:
+        return None  # not planned across machines (yet): whole layers go to the workers
     ngl = n + 1
     if opts.moe_cpu_layers is not None:
         if opts.moe_cpu_layers <= 0:

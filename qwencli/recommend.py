@@ -176,6 +176,12 @@ def describe_prior(spec: ModelSpec, use: str, prior: float, figure: QualityFigur
 
 
 def _placement(p: Plan) -> str:
+    workers = [d for d in p.devices if d.worker is not None and d.layers]
+    if workers:
+        local = p.n_gpu_layers - sum(d.layers for d in workers)
+        here = p.n_layers + 1 - p.n_gpu_layers + local
+        return (f"{sum(d.layers for d in workers)} of {p.n_layers + 1} layers on "
+                f"{len(workers)} worker{'s' if len(workers) > 1 else ''}, {here} here")
     if not p.devices:
         return "on the CPU"
     offloaded = p.n_gpu_layers

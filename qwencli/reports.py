@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from qwencli.hardware.model import Bandwidth, Budget, Hardware
+from qwencli.hardware.remote import Link, Worker
 from qwencli.output import Section
 from qwencli.units import format_bytes, format_rate
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from qwencli.bench import BenchResult
     from qwencli.calibration import Calibration
     from qwencli.catalog import ModelSpec
-    from qwencli.fit import Breakdown, Plan
+    from qwencli.fit import Breakdown, DevicePlan, Plan
     from qwencli.hub import PullResult
     from qwencli.logs import LoggedConversation, Message, SearchHit, Summary
     from qwencli.planner import FitResult
@@ -40,7 +41,22 @@ def hardware_document(hw: Hardware, budget: Budget) -> dict[str, Any]:
         "budget": dataclasses.asdict(budget),
         "warnings": list(hw.warnings),
         "notes": list(hw.notes),
+        "workers": [worker_document(w) for w in hw.workers],
     }
+
+
+def link_document(link: Link) -> dict[str, Any]:
+    return {"bandwidth_bytes_per_s": round(link.bandwidth_bytes_per_s),
+            "rtt_s": link.rtt_s, "source": link.source, "detail": link.detail}
+
+
+def worker_document(w: Worker) -> dict[str, Any]:
+    """One worker device (--rpc, --rpc-whatif), as `qwen hw`, `fit` and `recommend` give it."""
+    return {"endpoint": w.endpoint, "device": w.device, "name": w.name,
+            "description": w.description, "backend": w.backend or None,
+            "free_bytes": w.free_bytes, "total_bytes": w.total_bytes, "whatif": w.whatif,
+            "bandwidth_bytes_per_s": w.bandwidth.bytes_per_s if w.bandwidth else None,
+            "link": link_document(w.link)}
 
 
 def _bandwidth(bw: Bandwidth | None) -> str:
@@ -114,10 +130,23 @@ def hardware_sections(hw: Hardware, budget: Budget) -> list[Section]:
         build_notes += (rpc_rebuild_note(hw),)
     sections.append(Section("llama.cpp (llama-cpp-python)", rows=build_rows,
                             notes=build_notes))
+    from qwencli.hardware.cluster import link_text
+
+    for number, worker in enumerate(hw.workers):
+        sections.append(Section(f"Worker {number}: {worker.name}", rows=(
+            ("endpoint", worker.endpoint if not worker.whatif else "(what-if)"),
+            ("device", worker.description),
+            ("memory", f"{format_bytes(worker.free_bytes)} free of "
+                       f"{format_bytes(worker.total_bytes)}"),
+            ("bandwidth", _bandwidth(worker.bandwidth)),
+            ("link", link_text(worker.link)),
+        ), notes=(worker.link.detail,) if worker.link.detail else ()))
     budget_rows = [("host (RAM)", f"{format_bytes(budget.host_bytes)}  ({budget.host_reason})")]
     for gb in budget.gpus:
         label = f"GPU {gb.index}" + ("" if gb.usable else " (unusable)")
         budget_rows.append((label, f"{format_bytes(gb.bytes)}  ({gb.reason})"))
+    for number, wb in enumerate(budget.workers):
+        budget_rows.append((f"worker {number}", f"{format_bytes(wb.bytes)}  ({wb.reason})"))
     budget_notes = ("GPU and host budgets are one shared pool: a byte counts once.",) \
         if budget.unified_pool else ()
     sections.append(Section("Budget for models", rows=tuple(budget_rows), notes=budget_notes))
@@ -158,6 +187,8 @@ def plan_document(p: Plan) -> dict[str, Any]:
             "unified_pool": p.unified_pool,
             "devices": [{"index": d.index, "name": d.name, "bytes": d.bytes,
                          "budget_bytes": d.budget_bytes, "layers": d.layers,
+                         "kind": "worker" if d.worker is not None else "gpu",
+                         "worker": None if d.worker is None else worker_document(d.worker),
                          "breakdown": _breakdown_document(d.breakdown)} for d in p.devices],
             "breakdown": _breakdown_document(p.breakdown),
             "host_breakdown": _breakdown_document(p.host.breakdown),
@@ -171,8 +202,25 @@ def plan_document(p: Plan) -> dict[str, Any]:
             "source_detail": speed_source_text(p),
             "bytes_per_token": p.speed.bytes_per_token,
             "bottleneck": p.speed.bottleneck,
+            "network_s_per_token": round(p.speed.network_s, 6),
+            "network_share": round(network_share(p), 3),
+            "limited_by": p.speed.limited_by or p.speed.bottleneck,
         },
     }
+
+
+def network_share(p: Plan) -> float:
+    """The share of a decoded token's time (typical) spent on the links to workers."""
+    if p.speed.typical <= 0:
+        return 0.0
+    return min(1.0, p.speed.network_s * p.speed.typical)
+
+
+def _device_label(d: DevicePlan) -> str:
+    if d.worker is not None:
+        where = "what-if" if d.worker.whatif else d.worker.endpoint
+        return f"{d.name} [{where}]" if d.worker.whatif else f"{d.name}"
+    return f"GPU {d.index} ({d.name})"
 
 
 def _ctx_text(ctx: int) -> str:
@@ -180,6 +228,8 @@ def _ctx_text(ctx: int) -> str:
 
 
 def placement_text(p: Plan) -> str:
+    if any(d.worker is not None for d in p.devices):
+        return _across_text(p)
     if not p.devices:
         return f"all {p.n_layers} layers on the CPU"
     total = p.n_layers + 1
@@ -194,10 +244,33 @@ def placement_text(p: Plan) -> str:
     return f"{p.n_gpu_layers} of {total} layers on the GPU ({where}), the rest on the CPU"
 
 
+def _across_text(p: Plan) -> str:
+    """Where each part runs when the plan may use workers, in llama.cpp's device order."""
+    used = [d for d in p.devices if d.layers]
+    parts = []
+    host_layers = p.n_layers + 1 - p.n_gpu_layers if used else p.n_layers
+    if host_layers > 0:
+        parts.append(f"{min(host_layers, p.n_layers)} on this machine's CPU")
+    for d in used:
+        parts.append(f"{d.layers} on {_device_label(d)}")
+    idle = [d for d in p.devices if not d.layers]
+    text = "layers: " + ", ".join(parts) + " (the output layer on the last)" if used \
+        else f"all {p.n_layers} layers on this machine's CPU"
+    if idle:
+        text += "; unused: " + ", ".join(_device_label(d) for d in idle)
+    return text
+
+
 def speed_text(p: Plan) -> str:
-    return (f"about {p.speed.typical:.0f} tok/s decoding ({p.speed.low:.0f}-"
+    text = (f"about {p.speed.typical:.0f} tok/s decoding ({p.speed.low:.0f}-"
             f"{p.speed.high:.0f}, full to empty context; bound by {p.speed.bottleneck}), "
             f"prompt about {p.speed.prompt_tok_s:.0f} tok/s")
+    if any(d.worker is not None and d.layers for d in p.devices):
+        limit = p.speed.limited_by or p.speed.bottleneck
+        text += (f"; the network takes {network_share(p):.0%} of each token "
+                 f"({p.speed.network_s * 1e3:.1f} ms); limited by "
+                 f"{'the network' if limit == 'network' else limit}")
+    return text
 
 
 def speed_source_text(p: Plan) -> str:
@@ -243,7 +316,8 @@ def fit_sections(result: FitResult, hw: Hardware) -> list[Section]:
         *((("file", result.file),) if result.file else ()),
     )
     columns = [("host (RAM)", p.host.breakdown, p.host.budget_bytes)]
-    columns += [(f"GPU {d.index}", d.breakdown, d.budget_bytes) for d in p.devices]
+    columns += [(f"worker {d.index}" if d.worker is not None else f"GPU {d.index}",
+                 d.breakdown, d.budget_bytes) for d in p.devices]
     header = ("", *(name for name, _, _ in columns))
 
     def row(label: str, pick: Callable[[Breakdown], int]) -> tuple[str, ...]:
@@ -263,8 +337,21 @@ def fit_sections(result: FitResult, hw: Hardware) -> list[Section]:
         notes.append("does not fit: try a smaller quant, a shorter --ctx, or `qwen recommend`")
     if p.unified_pool:
         notes.append("unified memory: the host budget shown is what the GPU part leaves")
-    return [Section(title, rows=rows), Section("Memory plan", header=header, table=table,
-                                               notes=tuple(notes))]
+    sections = [Section(title, rows=rows), Section("Memory plan", header=header, table=table,
+                                                   notes=tuple(notes))]
+    workers = [d for d in p.devices if d.worker is not None]
+    if workers:
+        from qwencli.hardware.cluster import link_text
+
+        sections.append(Section("Workers", header=("", "device", "layers", "memory", "link"),
+                                table=tuple(
+            (f"worker {d.index}", d.worker.description if d.worker else "", str(d.layers),
+             f"{format_bytes(d.bytes)} of {format_bytes(d.budget_bytes)}",
+             link_text(d.worker.link) if d.worker else "")
+            for d in workers),
+            notes=("llama.cpp's RPC has no authentication or encryption: run workers on "
+                   "trusted networks only",)))
+    return sections
 
 
 def llama_args(result: FitResult) -> list[str]:
@@ -282,6 +369,10 @@ def llama_args(result: FitResult) -> list[str]:
         args = ["-m", file]  # a local file, or a download in the cache
     else:
         args = ["-hf", f"{parts[0]}/{parts[1]}", "-hff", parts[2]]
+    endpoints = list(dict.fromkeys(d.worker.endpoint for d in p.devices
+                                   if d.worker is not None and not d.worker.whatif))
+    if endpoints:
+        args += ["--rpc", ",".join(endpoints)]
     args += ["-c", str(p.ctx), "-ngl", str(p.n_gpu_layers)]
     if len(p.tensor_split) > 1:
         args += ["-ts", ",".join(f"{share:.4g}" for share in p.tensor_split)]
@@ -312,6 +403,7 @@ def recommend_document(picks: Sequence[Pick], hw: Hardware, budget: Budget, use:
                      for g in hw.gpus],
             "llama_cpp": {"backend": hw.llama_cpp.backend,
                           "gpu_offload": hw.llama_cpp.gpu_offload},
+            "workers": [worker_document(w) for w in hw.workers],
         },
         "picks": [
             {
@@ -349,7 +441,14 @@ def recommend_sections(picks: Sequence[Pick], hw: Hardware, use: str, ctx: int |
     table = []
     for number, pick in enumerate(picks, 1):
         p = pick.plan
-        if p.devices:
+        if any(d.worker is not None and d.layers for d in p.devices):
+            remote = sum(d.bytes for d in p.devices if d.worker is not None)
+            local = sum(d.bytes for d in p.devices if d.worker is None) + p.host_bytes
+            memory = f"{format_bytes(local)} here + {format_bytes(remote)} workers"
+            used = sum(1 for d in p.devices if d.worker is not None and d.layers)
+            placement = f"{p.n_gpu_layers}/{p.n_layers + 1} on devices, {used} worker" + (
+                "s" if used > 1 else "")
+        elif p.devices:
             gpu_bytes = sum(d.bytes for d in p.devices)
             memory = f"{format_bytes(gpu_bytes)} GPU + {format_bytes(p.host_bytes)} RAM"
             placement = f"{p.n_gpu_layers}/{p.n_layers + 1} GPU"
@@ -368,8 +467,12 @@ def recommend_sections(picks: Sequence[Pick], hw: Hardware, use: str, ctx: int |
     source = f"speed: {speed_source_text(picks[0].plan)}"
     sections = [Section(title, header=header, table=tuple(table), notes=(*floor_note, source))]
     top = picks[0]
+    where = ()
+    if hw.workers:
+        where = (f"- where it runs: {placement_text(top.plan)}",
+                 f"- speed: {speed_text(top.plan)}")
     sections.append(Section(f"Why {top.spec.id} {top.quant.quant}",
-                            notes=(*(f"- {reason}" for reason in top.reasons),
+                            notes=(*(f"- {reason}" for reason in top.reasons), *where,
                                    f"next: qwen pull {top.spec.id}:{top.quant.quant}")))
     return sections
 

@@ -36,9 +36,12 @@ def test_plain_help_groups_the_what_if_options() -> None:
     before, whatif = text.split("Arguments:")[1].split("What-if hardware (replace probed "
                                                       "values):")
     arguments, options = before.split("Options:")
+    whatif, workers = whatif.split("Other machines (llama.cpp RPC workers")
     assert "MODEL" in arguments and "--ctx" in options and "--ctx" not in whatif
     listed = {line.split()[0] for line in whatif.splitlines() if line.startswith("  --")}
     assert listed == {"--ram", "--vram", "--gpus", "--gpu", "--unified", "--cpu-only",
                       "--hardware"}
+    assert {line.split()[0] for line in workers.splitlines() if line.startswith("  --")} \
+        == {"--rpc", "--rpc-whatif", "--link"}
     assert not {line.split()[0] for line in options.splitlines()
                 if line.startswith("  --")} & listed

@@ -216,7 +216,8 @@ def plan_load(path: Path, request: LoadRequest, hw: Hardware, budget: Budget) ->
         the_plan = plan(shape, hw, budget, replace(options, ctx=max_ctx))
     if not the_plan.fits:
         need = the_plan.host.bytes + sum(d.bytes for d in the_plan.devices)
-        have = budget.host_bytes + sum(g.bytes for g in budget.gpus if g.usable)
+        have = budget.host_bytes + sum(g.bytes for g in budget.gpus if g.usable) \
+            + sum(w.bytes for w in budget.workers)
         fits = (f"; the largest context that fits is {max_ctx:,}" if max_ctx >= CTX_PAD
                 else "")
         from qwencli.chat.engine import OutOfMemoryError

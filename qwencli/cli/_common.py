@@ -122,6 +122,7 @@ def size_option(text: str) -> int:
 
 
 WHATIF_PANEL = "What-if hardware (replace probed values)"
+WORKERS_PANEL = "Other machines (llama.cpp RPC workers, see `qwen worker`)"
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; answer yes.")]
@@ -152,32 +153,94 @@ _WHATIF_PARAMS = {
 }
 
 
-def whatif_options(func: F) -> F:
-    """Give a command the what-if options, written once here: the command takes one
-    `whatif: WhatIf` parameter instead of seven."""
+_RPC_PARAM = (Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--rpc", metavar="HOST:PORT[,...]", rich_help_panel=WORKERS_PANEL,
+    help="Also use these workers' devices (`qwen worker` on each machine); their free "
+         "memory and link are asked over the network. Trusted networks only: llama.cpp's "
+         "RPC has no authentication.")], None)
+_LINK_PARAM = (Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--link", metavar="PRESET|BANDWIDTH,RTT", rich_help_panel=WORKERS_PANEL,
+    help="The network to the workers: 10gbe, 2.5gbe, 1gbe, wifi, thunderbolt, loopback, or "
+         "e.g. 1.25GB/s,0.2ms (default: measured for --rpc, 1gbe for --rpc-whatif).")], None)
+_WORKER_PARAMS = {
+    "rpc": _RPC_PARAM,
+    "rpc_whatif": (Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--rpc-whatif", metavar="SPEC[,...]", rich_help_panel=WORKERS_PANEL,
+        help="Plan with imagined workers: sizes (64GB: a machine like this one, or like "
+             "--hardware, with that much memory) or hardware profile names "
+             "(apple-m3-max-64gb).")], None),
+    "link": _LINK_PARAM,
+}
+# `qwen chat`, `serve` and `bench` run the model: real workers only.
+_RUN_WORKER_PARAMS = {"rpc": _RPC_PARAM, "link": (Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--link", metavar="PRESET|BANDWIDTH,RTT", rich_help_panel=WORKERS_PANEL,
+    help="The network to the workers, for the plan: 10gbe, 2.5gbe, 1gbe, wifi, thunderbolt, "
+         "loopback, or e.g. 1.25GB/s,0.2ms (default: measured).")], None)}
+
+
+def _with_params(func: Callable[..., Any], replaced: str,
+                 extra: dict[str, tuple[Any, Any]],
+                 build: Callable[[dict[str, Any]], Any]) -> Any:
+    """`func` with its `replaced` parameter turned into the options in `extra` (typer reads
+    the signature), built back into one value by `build` at the call."""
     signature = inspect.signature(func)
     params = [p.replace(annotation=eval(p.annotation, func.__globals__))
               if isinstance(p.annotation, str) else p
-              for p in signature.parameters.values() if p.name != "whatif"]
+              for p in signature.parameters.values() if p.name != replaced]
     params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                  annotation=annotation)
-               for name, (annotation, default) in _WHATIF_PARAMS.items()]
+               for name, (annotation, default) in extra.items()]
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from qwencli.hardware.whatif import WhatIf
-
         values = {name: kwargs.pop(name, default)
-                  for name, (_annotation, default) in _WHATIF_PARAMS.items()}
-        whatif = WhatIf(ram_bytes=values["ram"], vram_bytes=values["vram"],
-                        gpu_count=values["gpus"], gpu_name=values["gpu"],
-                        unified=values["unified"], cpu_only=values["cpu_only"],
-                        hardware=values["hardware"])
-        return func(*args, whatif=whatif, **kwargs)
+                  for name, (_annotation, default) in extra.items()}
+        return func(*args, **{replaced: build(values)}, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    return wrapper  # type: ignore[return-value]
+    return wrapper
+
+
+def whatif_options(func: F) -> F:
+    """Give a command the what-if options, written once here (machines, and other machines'
+    workers): the command takes one `whatif: WhatIf` parameter instead of ten."""
+
+    def build(values: dict[str, Any]) -> Any:
+        from qwencli.hardware.cluster import WorkerOptions
+        from qwencli.hardware.whatif import WhatIf
+
+        return WhatIf(ram_bytes=values["ram"], vram_bytes=values["vram"],
+                      gpu_count=values["gpus"], gpu_name=values["gpu"],
+                      unified=values["unified"], cpu_only=values["cpu_only"],
+                      hardware=values["hardware"],
+                      workers=WorkerOptions.parse(values["rpc"], values["rpc_whatif"],
+                                                  values["link"]))
+
+    return _with_params(func, "whatif", {**_WHATIF_PARAMS, **_WORKER_PARAMS}, build)
+
+
+def worker_options(func: F) -> F:
+    """`--rpc` and `--link` for the commands that run a model (chat, serve, bench): the command
+    takes one `workers: WorkerOptions` parameter. What-if workers cannot run a model, so
+    `--rpc-whatif` is for `fit` and `recommend`."""
+
+    def build(values: dict[str, Any]) -> Any:
+        from qwencli.hardware.cluster import WorkerOptions
+
+        return WorkerOptions.parse(values["rpc"], None, values["link"])
+
+    return _with_params(func, "workers", _RUN_WORKER_PARAMS, build)
+
+
+def _rpc_probe() -> Any:
+    """The runtime's probe of a real worker (qwencli.rpc), imported only when --rpc is given;
+    None when this install lacks it."""
+    try:
+        from qwencli.rpc import probe  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return probe
 
 
 def machine(whatif: WhatIf | None = None) -> tuple[Hardware, Budget]:
@@ -188,7 +251,17 @@ def machine(whatif: WhatIf | None = None) -> tuple[Hardware, Budget]:
     from qwencli.hardware.probe import probe
     from qwencli.hardware.whatif import WhatIf, resolve_hardware
 
-    hw = resolve_hardware(whatif or WhatIf(), probe)
+    whatif = whatif or WhatIf()
+    hw = resolve_hardware(whatif, probe)
+    if not whatif.workers.is_empty():
+        from dataclasses import replace
+
+        from qwencli.hardware.cluster import resolve_workers
+
+        workers = resolve_workers(whatif.workers, hw,
+                                  _rpc_probe() if whatif.workers.endpoints else None)
+        hw = replace(hw, workers=workers,
+                     source=f"{hw.source} + workers ({whatif.workers.describe()})")
     for warning in hw.warnings:
         output.warn(warning)
     return hw, plan_budget(hw)
@@ -254,7 +327,7 @@ def speed_calibration(hw: Hardware, whatif: WhatIf | None = None) -> SpeedCalibr
     from qwencli.calibration import load
     from qwencli.hardware.cpu import default_threads
 
-    if (whatif is not None and not whatif.is_empty()) or hw.source != "probed":
+    if (whatif is not None and whatif.imagined()) or hw.source != "probed":
         return None
     loaded = load(hw, default_threads(hw.cpu.physical_cores))
     if loaded.warning:

@@ -3,16 +3,27 @@ result as this machine's calibration (or forget it with --reset)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from qwencli.cli._common import JsonOpt, command, command_app, lazy_machine, say_lost_workers
+from qwencli.cli._common import (
+    JsonOpt,
+    command,
+    command_app,
+    lazy_machine,
+    say_lost_workers,
+    worker_options,
+)
+
+if TYPE_CHECKING:
+    from qwencli.hardware.cluster import WorkerOptions
 
 app = command_app()
 
 
 @command(app, "bench")
+@worker_options
 def bench(
     model: Annotated[Optional[str], typer.Argument(  # noqa: UP045 - typer needs Optional
         metavar="[MODEL]",
@@ -46,6 +57,8 @@ def bench(
     reset: Annotated[bool, typer.Option(
         "--reset", help="Forget this machine's calibration and exit.")] = False,
     json_output: JsonOpt = False,
+    *,
+    workers: WorkerOptions,
 ) -> None:
     """Measure prompt and decode speed, load time, time to first token and memory here, beside
     the estimate; `qwen fit` and `qwen recommend` then use the measurement.
@@ -75,10 +88,15 @@ def bench(
         return
     from qwencli.bench import BenchRequest, run_bench
     from qwencli.calibration import CalibrationError, record_from, store
+    from qwencli.hardware.whatif import WhatIf
 
     say_lost_workers()
-    get_machine = lazy_machine()
+    get_machine = lazy_machine(WhatIf(workers=workers))
     hardware, _budget = get_machine()
+    if hardware.workers and not no_save:
+        # A run across machines measures the network too: it is not this machine's speed.
+        output.info("not stored as this machine's calibration: the run uses workers (--rpc)")
+        no_save = True
     request = BenchRequest(model=model, ctx=ctx, prompt_tokens=prompt_tokens,
                            gen_tokens=gen_tokens, depths=tuple(depth) if depth else None,
                            repetitions=repetitions, threads=threads, quick=quick)

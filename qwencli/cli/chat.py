@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -17,7 +17,11 @@ from qwencli.cli._common import (
     command_app,
     ctx_option,
     lazy_machine,
+    worker_options,
 )
+
+if TYPE_CHECKING:
+    from qwencli.hardware.cluster import WorkerOptions
 
 app = command_app()
 
@@ -50,6 +54,7 @@ Examples:
 
 
 @command(app, "chat", help=CHAT_HELP)
+@worker_options
 def chat(
     prompt: Annotated[Optional[list[str]], typer.Argument(  # noqa: UP045
         metavar="PROMPT", help="The prompt (words are joined with spaces).",
@@ -122,8 +127,11 @@ def chat(
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", rich_help_panel=OUTPUT_PANEL,
         help="llama.cpp's log and timings on stderr.")] = False,
+    *,
+    workers: WorkerOptions,
 ) -> None:
     from qwencli.chat.terminal import ChatOptions, run_chat
+    from qwencli.hardware.whatif import WhatIf
 
     overrides = {key: value for key, value in (
         ("temperature", temperature), ("top_p", top_p), ("top_k", top_k),
@@ -136,5 +144,5 @@ def chat(
         ctx=ctx, gpu_layers=gpu_layers, threads=threads, kv_type=kv_type, json=json_output,
         stream=not no_stream, verbose=verbose, assume_yes=yes, system_file=system_file,
         continue_latest=continue_latest, conversation_id=conversation_id, no_log=no_log),
-        lazy_machine())
+        lazy_machine(WhatIf(workers=workers)))
     raise typer.Exit(code)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -18,7 +18,11 @@ from qwencli.cli._common import (
     ctx_option,
     lazy_machine,
     say_lost_workers,
+    worker_options,
 )
+
+if TYPE_CHECKING:
+    from qwencli.hardware.cluster import WorkerOptions
 
 app = command_app()
 
@@ -47,6 +51,7 @@ Examples:
 
 
 @command(app, "serve", help=SERVE_HELP)
+@worker_options
 def serve(
     model: ModelOpt = None,
     yes: DownloadYesOpt = False,
@@ -83,10 +88,13 @@ def serve(
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", rich_help_panel=SERVER_PANEL,
         help="llama.cpp's log on stderr.")] = False,
+    *,
+    workers: WorkerOptions,
 ) -> None:
     from qwencli import output
     from qwencli.chat.terminal import ChatConsole, _fetcher
     from qwencli.errors import UsageError
+    from qwencli.hardware.whatif import WhatIf
     from qwencli.serve.server import Report, ServeOptions, check_api_key, read_api_key, run_server
 
     say_lost_workers()
@@ -98,6 +106,6 @@ def serve(
         ServeOptions(model=model, host=host, port=port, api_key=key, ctx=ctx,
                      gpu_layers=gpu_layers, threads=threads, kv_type=kv_type, queue=queue,
                      cors=tuple(cors or ()), quiet=quiet, verbose=verbose),
-        lazy_machine(), _fetcher(ChatConsole(), yes, output.can_ask()),
+        lazy_machine(WhatIf(workers=workers)), _fetcher(ChatConsole(), yes, output.can_ask()),
         Report(info=output.info, warn=output.warn))
     raise typer.Exit(code)

@@ -11,13 +11,26 @@ Margins, and why:
 - Unified memory (Apple Silicon, integrated GPUs): GPU and CPU share one pool. The GPU may use at
   most its Metal working set (or its share) less GPU_HEADROOM, and never more than the host budget:
   the planner counts the pool once (`unified_pool`).
+- A worker's device (`qwen worker`, planned with --rpc or --rpc-whatif): the free memory the
+  worker reports for it (a what-if worker: what hardware.cluster assumes) less a margin: the
+  GPU margin (1 GiB) for a GPU, the host headroom (512 MiB) for a CPU, which covers the
+  worker's allocations outside its buffers. The worker's own process is already running when
+  it reports, so its baseline is outside the free figure.
 - A GPU the installed llama.cpp build cannot drive is listed with `usable = False` and is not
   planned on; `qwen hw` prints the reinstall command.
 """
 
 from __future__ import annotations
 
-from qwencli.hardware.model import Budget, Gpu, GpuBudget, Hardware, LlamaCppBuild
+from qwencli.hardware.model import (
+    Budget,
+    Gpu,
+    GpuBudget,
+    Hardware,
+    LlamaCppBuild,
+    WorkerBudget,
+)
+from qwencli.hardware.remote import Worker, is_gpu
 from qwencli.units import format_bytes
 
 MIB = 1024**2
@@ -67,4 +80,14 @@ def plan_budget(hw: Hardware) -> Budget:
         gpus.append(GpuBudget(index=gpu.index, name=gpu.name, bytes=size, usable=usable,
                               reason=reason))
     return Budget(host_bytes=host, host_reason=host_reason, gpus=tuple(gpus),
-                  unified_pool=unified_pool)
+                  unified_pool=unified_pool,
+                  workers=tuple(worker_budget(worker) for worker in hw.workers))
+
+
+def worker_budget(worker: Worker) -> WorkerBudget:
+    """One worker device's budget: its free memory less the margin for its kind."""
+    margin = GPU_HEADROOM if is_gpu(worker) else HOST_HEADROOM
+    kind = "GPU" if is_gpu(worker) else "CPU"
+    return WorkerBudget(worker.name, worker.endpoint, max(0, worker.free_bytes - margin),
+                        f"{format_bytes(worker.free_bytes)} free on the worker less "
+                        f"{format_bytes(margin)} headroom ({kind})")

@@ -6,6 +6,10 @@ All sizes are bytes, all rates bytes per second; human units only appear in `out
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qwencli.hardware.remote import Worker
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,9 @@ class Hardware:
     source: str = "probed"  # "probed", "profile NAME", with "+ what-if" when options changed it
     warnings: tuple[str, ...] = field(default=())
     notes: tuple[str, ...] = field(default=())  # e.g. "NVIDIA driver not found"
+    # other machines' devices this plan may use over RPC (--rpc, --rpc-whatif), in llama.cpp's
+    # device order: hardware.cluster
+    workers: tuple[Worker, ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -112,3 +119,14 @@ class Budget:
     host_reason: str
     gpus: tuple[GpuBudget, ...]
     unified_pool: bool  # GPU and host budgets are the same memory: count it once
+    workers: tuple[WorkerBudget, ...] = ()  # one per Hardware.workers entry, in that order
+
+
+@dataclass(frozen=True)
+class WorkerBudget:
+    """What the planner may fill on one worker's device (hardware.budget gives the margin)."""
+
+    name: str
+    endpoint: str
+    bytes: int
+    reason: str

@@ -39,6 +39,17 @@ class Worker:
     link: Link
     bandwidth: Bandwidth | None = None  # the device's memory bandwidth, when known
     whatif: bool = False
+    # the llama.cpp backend of the device ("cpu", "cuda", "metal", ...); "" when unknown
+    # (then a description starting with "CPU" means the CPU: hardware.cluster.is_gpu)
+    backend: str = ""
+
+
+def is_gpu(worker: Worker) -> bool:
+    """Whether the worker's device computes like a GPU (else like a CPU): its backend when
+    known, else its description ("CPU" for a worker's CPU device)."""
+    if worker.backend:
+        return worker.backend != "cpu"
+    return not worker.description.strip().upper().startswith("CPU")
 
 
 def parse_endpoint(text: str) -> str:

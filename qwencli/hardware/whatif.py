@@ -45,10 +45,11 @@ Every command that plans takes the same options; `resolve_hardware` turns them i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from qwencli.errors import UsageError
 from qwencli.hardware import metal
+from qwencli.hardware.cluster import WorkerOptions
 from qwencli.hardware.known_gpus import KnownGpu, lookup, nearest_names, split_cores
 from qwencli.hardware.model import Bandwidth, Gpu, Hardware
 from qwencli.hardware.probe import offload_warnings
@@ -85,6 +86,8 @@ class WhatIf:
     unified: bool = False
     cpu_only: bool = False
     hardware: str | None = None  # profile name
+    # other machines' devices (--rpc, --rpc-whatif, --link): hardware.cluster resolves them
+    workers: WorkerOptions = field(default_factory=WorkerOptions)
 
     def __post_init__(self) -> None:
         for option, value in (("--ram", self.ram_bytes), ("--vram", self.vram_bytes)):
@@ -120,9 +123,14 @@ class WhatIf:
         """True when no option was given, so the probed machine is used as is."""
         return self == WhatIf()
 
+    def imagined(self) -> bool:
+        """True when the machine planned for is not this one as it is: a hardware option, or
+        a what-if worker (real workers named by --rpc leave this machine as it is)."""
+        return replace(self, workers=WorkerOptions()) != WhatIf() or bool(self.workers.whatif)
+
     def changes_hardware(self) -> bool:
-        """True when an option other than --hardware was given."""
-        return replace(self, hardware=None) != WhatIf()
+        """True when an option other than --hardware (and the workers) was given."""
+        return replace(self, hardware=None, workers=WorkerOptions()) != WhatIf()
 
     def changes_gpus(self) -> bool:
         """True when the options describe other GPUs than the base machine's."""
