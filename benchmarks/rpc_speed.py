@@ -1,21 +1,28 @@
 """Decode speed and memory of one model split across this machine and 0, 1 or 2 `qwen worker`
-processes on loopback (llama.cpp's RPC backend), one thread per process.
+processes on loopback (llama.cpp's RPC backend), one thread per process, beside the plan's
+estimates.
 
 What it does:
 1. Builds (once) a synthetic Qwen3-0.6B-shaped Q4_K_M file with the real Qwen3 tokenizer
    (benchmarks/synthetic.py).
 2. For each setup (local; 1 worker; 2 workers) starts fresh `qwen worker --threads 1`
-   processes (tests/rpc_workers.py: waited for by their ready line), and runs
-   `qwen chat --json --threads 1 --max-tokens N --ctx 256 --seed S` RUNS times, with a plan
-   that puts the 28 repeating layers evenly over the processes (workers first, as llama.cpp
-   orders devices; the rest, the embeddings and the output layer on the main process's CPU).
-   That plan is built by hand (tests/rpc_workers.py run as `qwen`), not by the planner.
-3. Prints per setup: decode tok/s (median of the runs, and the best), the main process's
-   peak RSS (wait4's ru_maxrss), and each worker's peak RSS and its growth over the RSS it had
-   when ready (VmHWM - VmRSS at ready: what the model costs there).
+   processes (tests/rpc_workers.py: waited for by their ready line), asks
+   `qwen fit FILE --rpc WORKERS --gpu-layers N --ctx 256 --json` for the plan (N = 15 with one
+   worker, 19 with two, as llama.cpp counts layers: the output layer first; the planner chooses
+   how they are split over the workers), then runs
+   `qwen chat -m FILE --rpc WORKERS --gpu-layers N --ctx 256 --threads 1 --json --max-tokens T`
+   RUNS times: the real command line, loading exactly that plan.
+3. Prints per setup: decode tok/s (median of the runs, and the best) beside the plan's typical
+   estimate, the main process's peak RSS (wait4's ru_maxrss), and per worker the plan's bytes
+   beside its peak RSS growth (VmHWM at the end less VmRSS when it was ready).
 
-The column for the planner's estimate is filled only when the planner that places layers on
-workers is in this tree (`fit.plan` with workers); otherwise it says so.
+RSS counts the pages a process touched: weights and the KV cache (which llama.cpp clears) are
+all touched, a compute buffer only as far as the graphs used it (a 25-token prompt uses a
+fraction of what a 512-token batch reserves), so a worker's RSS growth sits below the plan's
+bytes by up to its compute buffer.
+
+The planner's estimate assumes this machine's default thread count for the main process; the
+runs use one thread per process (two cores, three processes).
 
 llama.cpp's OpenMP threads spin while they wait: run this alone on the machine.
 
@@ -42,7 +49,7 @@ from synthetic import build as build_model  # noqa: E402
 from tests.rpc_workers import rss_bytes, workers  # noqa: E402
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
-N_LAYERS = 28  # Qwen3-0.6B
+GPU_LAYERS = {1: 15, 2: 19}  # llama.cpp's n_gpu_layers (the output layer first) per setup
 
 
 def _vm_hwm(pid: int) -> int:
@@ -52,19 +59,30 @@ def _vm_hwm(pid: int) -> int:
     return 0
 
 
-def chat_once(model: Path, endpoints: list[str], tokens: int,
-                      seed: int) -> tuple[dict, int]:
-    """chat_once, with the child's own peak RSS (os.wait4 on its pid, before Popen reaps it)."""
-    n_procs = len(endpoints) + 1
-    remote = N_LAYERS * len(endpoints) // n_procs
+def _placement(endpoints: list[str]) -> list[str]:
+    if not endpoints:
+        return []
+    return ["--rpc", ",".join(endpoints), "--gpu-layers", str(GPU_LAYERS[len(endpoints)])]
+
+
+def plan_of(model: Path, endpoints: list[str]) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "qwencli", "fit", str(model), "--ctx", "256", "--json",
+         *_placement(endpoints)], cwd=REPO, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"qwen fit failed ({done.returncode}): {done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
+def chat_once(model: Path, endpoints: list[str], tokens: int, seed: int) -> tuple[dict, int]:
+    """One one-shot answer: (its JSON document, the process's own peak RSS in bytes, from
+    os.wait4 on its pid)."""
     env = {**os.environ, "NO_COLOR": "1", "QWEN_NOLOG": "1"}
-    if endpoints:
-        env.update(QWEN_TEST_RPC_WORKERS=",".join(endpoints), QWEN_TEST_RPC_LAYERS=str(remote))
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.rpc_workers", "chat", "-m", str(model), "--json",
+            [sys.executable, "-m", "qwencli", "chat", "-m", str(model), "--json",
              "--no-think", "--max-tokens", str(tokens), "--threads", "1", "--seed", str(seed),
-             "--temperature", "1.0", "--ctx", "256", PROMPT],
+             "--temperature", "1.0", "--ctx", "256", *_placement(endpoints), PROMPT],
             cwd=REPO, env=env, stdout=out, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
@@ -76,15 +94,10 @@ def chat_once(model: Path, endpoints: list[str], tokens: int,
         return json.loads(out.read()), usage.ru_maxrss * 1024
 
 
-def planner_estimate(model: Path, n_workers: int) -> str:
-    """The planner's decode estimate for this split: not in this tree yet (the planner that
-    places layers on workers is another branch's work)."""
-    return "n/a (no planner for workers in this tree)"
-
-
 def run_setup(model: Path, n_workers: int, runs: int, tokens: int) -> dict:
     with tempfile.TemporaryDirectory() as folder, workers(Path(folder), n_workers) as started:
         endpoints = [w.endpoint for w in started]
+        plan = plan_of(model, endpoints)
         ready = {w.pid: rss_bytes(w.pid) for w in started}
         speeds, peaks = [], []
         for run in range(runs):
@@ -94,17 +107,24 @@ def run_setup(model: Path, n_workers: int, runs: int, tokens: int) -> dict:
             speeds.append(document["timings"]["decode_tok_s"])
             peaks.append(peak)
         worker_peaks = [_vm_hwm(w.pid) for w in started]
+    by_name = {d["name"]: d for d in plan["memory"]["devices"]}
+    planned = [by_name.get(f"RPC0[{e}]", {}) for e in endpoints]
     return {
         "workers": n_workers,
-        "layers_on_workers": N_LAYERS * n_workers // (n_workers + 1),
+        "placement": plan.get("placement") or [(d["name"], d["layers"])
+                                               for d in plan["memory"]["devices"]],
         "decode_tok_s_median": statistics.median(speeds) if speeds else None,
         "decode_tok_s_best": max(speeds) if speeds else None,
         "runs": len(speeds),
+        "estimate_tok_s": plan["speed"]["decode_tok_s"]["typical"],
+        "network_share": plan["speed"].get("network_share"),
         "main_peak_rss_bytes": max(peaks) if peaks else None,
+        "main_planned_bytes": plan["memory"]["host_bytes"],
+        "worker_layers": [d.get("layers") for d in planned],
+        "worker_planned_bytes": [d.get("bytes") for d in planned],
         "worker_peak_rss_bytes": worker_peaks,
         "worker_rss_growth_bytes": [p - ready[w.pid] for p, w in zip(worker_peaks, started,
                                                                       strict=True)],
-        "estimate": planner_estimate(model, n_workers),
     }
 
 
@@ -122,19 +142,20 @@ def main() -> None:
     print(f"model: {model.name}; {args.tokens} tokens; 1 thread per process; "
           f"{args.runs} runs per setup")
     rows = [run_setup(model, n, args.runs, args.tokens) for n in (0, 1, 2)]
-    print(f"{'setup':<10} {'layers remote':>13} {'tok/s med':>9} {'best':>6} "
-          f"{'main peak MiB':>13} {'worker peak MiB':>16} {'worker growth MiB':>18}  estimate")
+    print(f"{'setup':<10} {'tok/s med':>9} {'best':>6} {'estimate':>8} "
+          f"{'main peak/plan MiB':>18}  workers: layers, plan MiB, RSS growth MiB")
     for row in rows:
         label = "local" if not row["workers"] else f"{row['workers']} worker" + (
             "s" if row["workers"] > 1 else "")
         med, best = row["decode_tok_s_median"], row["decode_tok_s_best"]
-        print(f"{label:<10} {row['layers_on_workers']:>13} "
-              f"{med if med is None else f'{med:.1f}':>9} "
-              f"{best if best is None else f'{best:.1f}':>6} "
-              f"{_mib(row['main_peak_rss_bytes']):>13} "
-              f"{'/'.join(_mib(p) for p in row['worker_peak_rss_bytes']) or '-':>16} "
-              f"{'/'.join(_mib(g) for g in row['worker_rss_growth_bytes']) or '-':>18}  "
-              f"{row['estimate']}")
+        per_worker = "; ".join(
+            f"{layers}, {_mib(planned)}, {_mib(growth)}" for layers, planned, growth in zip(
+                row["worker_layers"], row["worker_planned_bytes"],
+                row["worker_rss_growth_bytes"], strict=True)) or "-"
+        print(f"{label:<10} {med if med is None else f'{med:.1f}':>9} "
+              f"{best if best is None else f'{best:.1f}':>6} {row['estimate_tok_s']:>8.1f} "
+              f"{_mib(row['main_peak_rss_bytes']) + '/' + _mib(row['main_planned_bytes']):>18}"
+              f"  {per_worker}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
