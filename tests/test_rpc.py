@@ -157,6 +157,7 @@ def test_a_worker_killed_mid_answer_is_one_line_and_the_question_is_kept(
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: worker {two[0].endpoint} was lost: connection refused"], stderr
     assert "Traceback" not in stderr and "ggml" not in stderr
+    assert "`qwen chat -c` continues this conversation" in stderr
     assert code == 1
     assert elapsed < LOST_WITHIN_S
     assert _logged_user_messages(log) == ["Tell me a very long story."]

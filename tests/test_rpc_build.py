@@ -67,7 +67,7 @@ def test_a_lost_worker_is_named_from_llamas_message_or_found_by_trying_each() ->
                            "response", [up, gone])
         assert isinstance(error, WorkerLost)
         assert error.message == f"worker {gone} was lost: connection refused"
-        assert "qwen chat -c" in (error.hint or "")
+        assert "qwen worker" in (error.hint or "")
         named = lost_error(f"ggml-rpc.cpp:547: Failed to connect to {up}\n", [up, gone])
         assert named.message == f"worker {up} was lost: it could not be reached"
         nobody = lost_error("Remote RPC server crashed or returned malformed response", [up])

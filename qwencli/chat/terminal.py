@@ -375,7 +375,7 @@ def _worker_lost(console: ChatConsole, chat_log: ChatLog, error: QwenError) -> N
     with contextlib.suppress(OSError, ValueError):
         console.out.flush()
     console.tell("\n")
-    console.error(error.message, error.hint)
+    console.error(error.message, f"{error.hint}; `qwen chat -c` continues this conversation")
 
 
 def _run_chat(opts: ChatOptions, machine: Machine, console: ChatConsole, text: str | None,

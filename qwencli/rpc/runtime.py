@@ -215,8 +215,7 @@ def lost_error(message: str, endpoints: Sequence[str],
     """The one-line error for llama.cpp's abort `message`, naming the worker that is gone."""
     named = [e for e in endpoints if e in message]
     gone = named or _gone(endpoints, timeout_s)
-    hint = ("start the worker again (`qwen worker` on that machine) and run the command "
-            "again; `qwen chat -c` continues the conversation")
+    hint = "start the worker again (`qwen worker` on that machine) and run the command again"
     if len(gone) == 1:
         why = _refused(gone[0], timeout_s) if not named else "it could not be reached"
         return WorkerLost(f"worker {gone[0]} was lost: {why or 'the connection broke'}",
