@@ -77,3 +77,12 @@ def _os_error(exc: OSError, where: str, doing: str) -> QwenError:
     if code == errno.ENOENT:
         return QwenError(f"cannot {doing} {where}: no such file or folder")
     return QwenError(f"cannot {doing} {where}: {exc.strerror or exc}")
+
+
+class WorkerUnreachable(QwenError):
+    """A `qwen worker` named on the command line cannot be reached or does not answer as
+    llama.cpp's RPC server does (names the worker)."""
+
+
+class WorkerLost(QwenError):
+    """A worker went away while a model was loaded on it (names the worker)."""

@@ -121,11 +121,15 @@ def hardware_sections(hw: Hardware, budget: Budget) -> list[Section]:
                                          if build.source == "assumed" else "")),
             ("GPU offload", "yes" if build.gpu_offload else "no"),
             ("CPU features", " ".join(build.cpu_features) or "-"),
+            ("RPC (qwen worker, --rpc)", "yes" if build.rpc else "no"),
         )
     else:
         build_rows = (("installed", "no"),)
+    build_notes = (build.error,) if build.error else ()
+    if build.installed and not build.rpc and build.source == "probed":
+        build_notes += (rpc_rebuild_note(hw),)
     sections.append(Section("llama.cpp (llama-cpp-python)", rows=build_rows,
-                            notes=(build.error,) if build.error else ()))
+                            notes=build_notes))
     from qwencli.hardware.cluster import link_text
 
     for number, worker in enumerate(hw.workers):
@@ -774,3 +778,40 @@ def bench_sections(result: BenchResult, stored: Calibration | None) -> list[Sect
     return [Section(title, rows=rows),
             Section("Speed (median of the runs; estimate: before calibration)", header=header,
                     table=table, notes=tuple(notes))]
+
+
+# ------------------------------------------------------------------------------------------
+# `qwen worker`
+
+
+def rpc_backend(hw: Hardware) -> str:
+    """The GPU flags an RPC rebuild keeps: the build's own GPU backend, else the one this
+    machine's GPUs need (a CPU-only build on a GPU machine is rebuilt for both at once)."""
+    if hw.llama_cpp.backend not in ("cpu", "unknown"):
+        return hw.llama_cpp.backend
+    return next((gpu.backend for gpu in hw.gpus if gpu.backend), "cpu")
+
+
+def rpc_rebuild_note(hw: Hardware) -> str:
+    from qwencli.hardware.llama_build import rpc_reinstall_command
+
+    return ("this build cannot use other machines (`qwen worker`, --rpc); rebuild it with "
+            f"RPC: {rpc_reinstall_command(rpc_backend(hw))}  (--no-cache-dir: pip's wheel "
+            "cache does not key on CMAKE_ARGS and would reinstall the build without RPC)")
+
+WORKER_EXPOSED_WARNING = (
+    "{endpoint} is reachable from other machines: llama.cpp's RPC has no authentication and "
+    "no encryption, so anyone who can reach this port can use this machine's memory and "
+    "compute. Run workers only on a network you trust.")
+
+
+def worker_lines(serving: Any) -> list[str]:
+    """What a started worker (qwencli.rpc.server.Serving) serves, one line each."""
+    lines = [f"qwen worker: llama.cpp RPC server on {serving.endpoint}, "
+             f"{serving.threads} thread{'s' if serving.threads != 1 else ''}"]
+    for index, device in enumerate(serving.devices):
+        lines.append(f"  device {index}: {device.name} ({device.description}), "
+                     f"{format_bytes(device.free_bytes)} free of "
+                     f"{format_bytes(device.total_bytes)}")
+    lines.append(f"  tensor cache: {serving.cache_dir or 'off'}")
+    return lines

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+import qwencli.rpc
 from qwencli.catalog import clear_cache
 from qwencli.cli import _common, app
 from qwencli.hardware.cluster import LINK_PRESETS, WorkerOptions, parse_link
@@ -100,7 +101,7 @@ def test_print_llama_args_names_real_workers() -> None:
                        Bandwidth(1_008_000_000_000, "table", "test"), backend="cuda"),)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_common, "_rpc_probe", lambda: probe)
+        patch.setattr(qwencli.rpc, "probe", probe)
         result = run("fit", "qwen3-235b-a22b", *M3, "--rpc", "10.0.0.2:50052",
                      "--print-llama-args")
     assert result.exit_code == 0, result.stderr
@@ -133,17 +134,10 @@ def test_an_unreachable_worker_is_one_line_naming_it(monkeypatch: pytest.MonkeyP
     def probe(endpoint: str, timeout: float) -> tuple[Worker, ...]:
         raise ConnectionRefusedError(111, "Connection refused")
 
-    monkeypatch.setattr(_common, "_rpc_probe", lambda: probe)
+    monkeypatch.setattr(qwencli.rpc, "probe", probe)
     result = run("recommend", "--rpc", "127.0.0.1:9", *M3)
     assert result.exit_code == 1
     one_line_error(result, "127.0.0.1:9", "unreachable")
-
-
-def test_without_the_rpc_runtime_rpc_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_common, "_rpc_probe", lambda: None)
-    result = run("fit", "qwen3-8b", "--rpc", "127.0.0.1:9", *M3)
-    assert result.exit_code == 1
-    one_line_error(result, "RPC runtime")
 
 
 def test_chat_with_an_unreachable_worker_exits_1_naming_it(tmp_path: Path,
@@ -154,7 +148,7 @@ def test_chat_with_an_unreachable_worker_exits_1_naming_it(tmp_path: Path,
     def probe(endpoint: str, timeout: float) -> tuple[Worker, ...]:
         raise TimeoutError("timed out")
 
-    monkeypatch.setattr(_common, "_rpc_probe", lambda: probe)
+    monkeypatch.setattr(qwencli.rpc, "probe", probe)
     result = run("chat", "-m", str(model), "--rpc", "127.0.0.1:9", "--no-log", "hello")
     assert result.exit_code == 1
     assert result.stdout == ""

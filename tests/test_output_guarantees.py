@@ -89,11 +89,11 @@ def test_a_cpu_build_with_the_rpc_backend_does_not_offload(monkeypatch, tmp_path
     from qwencli.hardware import llama_build
 
     monkeypatch.setattr(llama_build, "_query_libraries",
-                        lambda lib_dir: (True, ("CPU", "RPC"), ("avx2",)))
+                        lambda lib_dir: (True, ("CPU", "RPC"), ("avx2",), True))
     build = llama_build.probe_llama_build(tmp_path / "cache.json")
     assert (build.gpu_offload, build.backend) == (False, "cpu")
     monkeypatch.setattr(llama_build, "_query_libraries",
-                        lambda lib_dir: (True, ("CUDA", "CPU", "RPC"), ("avx2",)))
+                        lambda lib_dir: (True, ("CUDA", "CPU", "RPC"), ("avx2",), True))
     assert llama_build.probe_llama_build(tmp_path / "other.json").gpu_offload
 
 

@@ -193,7 +193,7 @@ def test_every_preset_names_its_source() -> None:
     {"link": Link(0.0, 0.001, "measured")},
 ])
 def test_nonsense_from_a_worker_is_a_one_line_error(bad: dict) -> None:
-    from qwencli.hardware.cluster import WorkerUnreachable
+    from qwencli.errors import WorkerUnreachable
 
     reported = dataclasses.replace(worker("10.0.0.9:50052"), **bad)
     with pytest.raises(WorkerUnreachable, match=r"10\.0\.0\.9:50052"):

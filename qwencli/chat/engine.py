@@ -8,6 +8,9 @@ Why each choice:
   `llama_model_params.tensor_buft_overrides`, a NULL-terminated array of (pattern, CPU buffer
   type), which the high-level `Llama()` does not take, so it is given to the params `Llama()`
   builds (`_tensor_overrides`).
+- A plan with workers (`qwen worker` on other machines, llama.cpp's RPC backend) loads with
+  an explicit device list, workers first, because llama.cpp's default selection does not see
+  devices registered at run time (`_explicit_devices`, qwencli.rpc.runtime).
 - llama.cpp logs go through our own callback: silent unless verbose, but kept in a short buffer
   so that a failed load can say why in one line (not enough memory, a missing tensor, ...).
 - The prompt is rendered with llama-cpp-python's Jinja formatter from the GGUF's own
@@ -124,6 +127,7 @@ class ModelInfo:
     kv_type: str
     template_source: str  # "gguf" or "chatml (the file has no chat template)"
     tensor_overrides: tuple[str, ...] = ()  # patterns of tensors kept in host memory (MoE)
+    devices: tuple[str, ...] = ()  # explicit devices (a plan with workers), in order
 
 
 # ------------------------------------------------------------------------------------------
@@ -350,6 +354,29 @@ def _tensor_overrides(patterns: Sequence[str]) -> Iterator[Any]:
     module.llama_model_default_params = with_overrides
     try:
         yield array
+    finally:
+        module.llama_model_default_params = original
+
+
+@contextlib.contextmanager
+def _explicit_devices(devices: Any) -> Iterator[None]:
+    """For the length of one load, give the params `Llama()` builds an explicit device list
+    (`llama_model_params.devices`, which `Llama()` does not take): a plan with workers
+    (qwencli.rpc.runtime.Devices; None leaves llama.cpp's own choice)."""
+    if devices is None:
+        yield
+        return
+    module = importlib.import_module("llama_cpp.llama_cpp")
+    original = module.llama_model_default_params
+
+    def with_devices() -> Any:
+        params = original()
+        params.devices = ctypes.cast(devices.array, ctypes.c_void_p)
+        return params
+
+    module.llama_model_default_params = with_devices
+    try:
+        yield
     finally:
         module.llama_model_default_params = original
 
@@ -584,6 +611,7 @@ class Engine:
         self._pieces: dict[int, bytes] = {}
         self._buffer = ctypes.create_string_buffer(256)
         self._tensor_override_array: Any = None
+        self._device_array: Any = None
 
     @classmethod
     def load(cls, path: Path, plan: Plan, *, n_threads: int | None = None,
@@ -605,8 +633,13 @@ class Engine:
         threads = n_threads or default_threads(None)
         kv_type = KV_GGML_TYPES.get(plan.kv_type, 1)
         patterns = plan.expert_overrides
+        devices = None
+        if any(device.worker is not None for device in plan.devices):
+            from qwencli.rpc.runtime import plan_devices
+
+            devices = plan_devices(plan)  # checks each worker answers before llama.cpp asks
         with _LOAD as guard, _progress_reported(llama_cpp), \
-                _tensor_overrides(patterns) as overrides:
+                _tensor_overrides(patterns) as overrides, _explicit_devices(devices):
             try:
                 llm = llama_cpp.Llama(
                     model_path=str(path),
@@ -630,6 +663,10 @@ class Engine:
                 with contextlib.suppress(Exception):
                     llm.close()
                 raise KeyboardInterrupt
+        if devices is not None:
+            from qwencli.rpc.runtime import keep_alive
+
+            keep_alive(devices.endpoints)  # a vanished worker machine: an error, not a hang
         metadata = getattr(llm, "metadata", {}) or {}
         eos = llm.token_eos()
         bos = llm.token_bos()
@@ -640,9 +677,11 @@ class Engine:
         info = ModelInfo(path=path, n_ctx=llm.n_ctx(), n_ctx_train=llm._model.n_ctx_train(),
                          n_threads=threads, n_gpu_layers=plan.n_gpu_layers,
                          flash_attn=plan.flash_attn, kv_type=plan.kv_type,
-                         template_source=template.source, tensor_overrides=patterns)
+                         template_source=template.source, tensor_overrides=patterns,
+                         devices=devices.names if devices is not None else ())
         engine = cls(llm, info, template)
         engine._tensor_override_array = overrides  # llama.cpp holds only the pointer
+        engine._device_array = devices
         return engine
 
     @property

@@ -61,6 +61,7 @@ from qwencli.chat.session import (
 )
 from qwencli.chat.signals import HandledSignals
 from qwencli.errors import EXIT_INTERRUPTED, EXIT_OK, QwenError, UsageError
+from qwencli.rpc.runtime import on_worker_lost
 
 if TYPE_CHECKING:
     from qwencli.chat.engine import ModelInfo
@@ -359,12 +360,24 @@ def run_chat(opts: ChatOptions, machine: Machine, calibrate: Calibrate | None = 
             if opts.continue_latest or opts.conversation_id is not None else None)
     chat_log = ChatLog(log_path() if logging_enabled(opts.no_log) else None,
                        conversation=past)  # opens the file while the model loads
+    on_worker_lost(lambda error: _worker_lost(console, chat_log, error))
     try:
         return _run_chat(opts, machine, calibrate, console, text, system, past, chat_log)
     finally:
         chat_log.close()
         for warning in chat_log.warnings():
             console.warn(warning)
+
+
+def _worker_lost(console: ChatConsole, chat_log: ChatLog, error: QwenError) -> None:
+    """A worker went away (llama.cpp's thread calls this; the process then ends with exit
+    code 1): commit the conversation so far, the message being answered included, so that
+    `qwen chat -c` continues it, and say which worker in one line."""
+    chat_log.flush()
+    with contextlib.suppress(OSError, ValueError):
+        console.out.flush()
+    console.tell("\n")
+    console.error(error.message, f"{error.hint}; `qwen chat -c` continues this conversation")
 
 
 def _run_chat(opts: ChatOptions, machine: Machine, calibrate: Calibrate | None,

@@ -1,10 +1,10 @@
 """The `qwen` command line: the app, `main`, and the command modules, loaded when used.
 
 Each command group lives in its own module (`hw`, `plan`, `hub`, `chat`, `logs`, `serve`,
-`config`) with its own small Typer app; `COMMANDS` says where each command is, and the group
-imports a module only when one of its commands runs or is described, so `qwen hw` never imports
-the chat code. Commands are thin: parse, call one library function, render through `output`;
-errors are mapped once, in `_common.handle_errors`.
+`config`, `worker`) with its own small Typer app; `COMMANDS` says where each command is, and
+the group imports a module only when one of its commands runs or is described, so `qwen hw`
+never imports the chat code. Commands are thin: parse, call one library function, render
+through `output`; errors are mapped once, in `_common.handle_errors`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ COMMANDS = {
     "serve": "serve",
     "bench": "bench",
     "config": "config",
+    "worker": "worker",
 }
 
 

@@ -233,16 +233,6 @@ def worker_options(func: F) -> F:
     return _with_params(func, "workers", _RUN_WORKER_PARAMS, build)
 
 
-def _rpc_probe() -> Any:
-    """The runtime's probe of a real worker (qwencli.rpc), imported only when --rpc is given;
-    None when this install lacks it."""
-    try:
-        from qwencli.rpc import probe  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return probe
-
-
 def machine(whatif: WhatIf | None = None) -> tuple[Hardware, Budget]:
     """The machine to plan for: probed, or described by the what-if options. Its warnings
     (a what-if that contradicts itself, a probe that failed in part) are shown once, here."""
@@ -257,9 +247,9 @@ def machine(whatif: WhatIf | None = None) -> tuple[Hardware, Budget]:
         from dataclasses import replace
 
         from qwencli.hardware.cluster import resolve_workers
+        from qwencli.rpc import probe as probe_worker  # asks a real worker (--rpc)
 
-        workers = resolve_workers(whatif.workers, hw,
-                                  _rpc_probe() if whatif.workers.endpoints else None)
+        workers = resolve_workers(whatif.workers, hw, probe_worker)
         hw = replace(hw, workers=workers,
                      source=f"{hw.source} + workers ({whatif.workers.describe()})")
     for warning in hw.warnings:
@@ -333,3 +323,12 @@ def speed_calibration(hw: Hardware, whatif: WhatIf | None = None) -> SpeedCalibr
     if loaded.warning:
         output.warn(loaded.warning)
     return loaded.calibration.speed if loaded.calibration is not None else None
+
+
+def say_lost_workers() -> None:
+    """A worker lost while this command runs a model on it is said in one line (the process
+    then ends with exit code 1: llama.cpp cannot go on without it)."""
+    from qwencli import output
+    from qwencli.rpc.runtime import on_worker_lost
+
+    on_worker_lost(lambda error: output.error(error.message, error.hint))

@@ -12,6 +12,7 @@ from qwencli.cli._common import (
     command,
     command_app,
     lazy_machine,
+    say_lost_workers,
     speed_calibration,
     worker_options,
 )
@@ -90,6 +91,7 @@ def bench(
     from qwencli.calibration import CalibrationError, record_from, store
     from qwencli.hardware.whatif import WhatIf
 
+    say_lost_workers()
     get_machine = lazy_machine(WhatIf(workers=workers))
     hardware, _budget = get_machine()
     if hardware.workers and not no_save:

@@ -17,6 +17,7 @@ from qwencli.cli._common import (
     command_app,
     ctx_option,
     lazy_machine,
+    say_lost_workers,
     speed_calibration,
     worker_options,
 )
@@ -97,6 +98,7 @@ def serve(
     from qwencli.hardware.whatif import WhatIf
     from qwencli.serve.server import Report, ServeOptions, check_api_key, read_api_key, run_server
 
+    say_lost_workers()
     if api_key is not None and api_key_file is not None:
         raise UsageError("--api-key and --api-key-file: give one of them")
     key = read_api_key(api_key_file) if api_key_file is not None else (

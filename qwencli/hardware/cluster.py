@@ -37,7 +37,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from qwencli.errors import QwenError, UsageError
+from qwencli.errors import QwenError, UsageError, WorkerUnreachable
 from qwencli.hardware import metal
 from qwencli.hardware.budget import build_can_drive
 from qwencli.hardware.model import Bandwidth, Gpu, Hardware
@@ -187,10 +187,6 @@ def _check_spec(spec: str) -> None:
 Probe = Callable[[str, float], Sequence[Worker]]
 
 
-class WorkerUnreachable(QwenError):
-    """A worker named by --rpc did not answer (exit 1)."""
-
-
 def resolve_workers(options: WorkerOptions, base: Hardware,
                     probe: Probe | None = None) -> tuple[Worker, ...]:
     """The workers to plan with, in the order given (real ones first, then what-if ones).
@@ -199,8 +195,7 @@ def resolve_workers(options: WorkerOptions, base: Hardware,
     workers: list[Worker] = []
     for endpoint in options.endpoints:
         if probe is None:
-            raise QwenError("--rpc needs the RPC runtime (qwencli.rpc), which this install "
-                            "lacks")
+            raise QwenError("--rpc: no way to ask a worker was given")
         try:
             found = tuple(probe(endpoint, PROBE_TIMEOUT_S))
         except QwenError:

@@ -56,6 +56,17 @@ def reinstall_command(backend: str, python: str | None = None) -> str:
             f"--no-cache-dir llama-cpp-python")
 
 
+def rpc_reinstall_command(backend: str = "cpu", python: str | None = None) -> str:
+    """The command that rebuilds llama-cpp-python with the RPC backend (`qwen worker`,
+    `--rpc`) and `backend`'s GPU support. `--no-cache-dir`: pip's wheel cache is keyed on the
+    version, not on CMAKE_ARGS, so without it pip reinstalls the wheel it built before."""
+    exe = shlex.quote(python or sys.executable)
+    args = " ".join(part for part in ("-DGGML_RPC=on", _CMAKE_ARGS.get(backend, "")) if part)
+    prefix = "source /opt/intel/oneapi/setvars.sh && " if backend == "sycl" else ""
+    return (f'{prefix}CMAKE_ARGS="{args}" {exe} -m pip install --force-reinstall '
+            f"--no-cache-dir llama-cpp-python")
+
+
 def parse_system_info(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Split `llama_print_system_info()` into (backend names, CPU features set to 1).
 
@@ -102,8 +113,9 @@ def _library_file(lib_dir: Path, base: str) -> Path | None:
     return None
 
 
-def _query_libraries(lib_dir: Path) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
-    """Load libllama (and libggml for the registry) and ask: offload?, backends, CPU features."""
+def _query_libraries(lib_dir: Path) -> tuple[bool, tuple[str, ...], tuple[str, ...], bool]:
+    """Load libllama (and libggml for the registry) and ask: offload?, backends, CPU features,
+    RPC?"""
     if sys.platform == "win32":  # pragma: no cover - Windows only
         import os
 
@@ -115,6 +127,10 @@ def _query_libraries(lib_dir: Path) -> tuple[bool, tuple[str, ...], tuple[str, .
     llama.llama_supports_gpu_offload.restype = ctypes.c_bool
     llama.llama_print_system_info.restype = ctypes.c_char_p
     offload = bool(llama.llama_supports_gpu_offload())
+    rpc = False
+    if hasattr(llama, "llama_supports_rpc"):
+        llama.llama_supports_rpc.restype = ctypes.c_bool
+        rpc = bool(llama.llama_supports_rpc())
     info = (llama.llama_print_system_info() or b"").decode("utf-8", "replace")
     info_backends, cpu_features = parse_system_info(info)
     registry: list[str] = []
@@ -129,7 +145,7 @@ def _query_libraries(lib_dir: Path) -> tuple[bool, tuple[str, ...], tuple[str, .
         for index in range(ggml.ggml_backend_reg_count()):
             name = ggml.ggml_backend_reg_name(ggml.ggml_backend_reg_get(index))
             registry.append((name or b"?").decode("utf-8", "replace"))
-    return offload, tuple(dict.fromkeys([*registry, *info_backends])), cpu_features
+    return offload, tuple(dict.fromkeys([*registry, *info_backends])), cpu_features, rpc
 
 
 _VERSION_LINE = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.MULTILINE)
@@ -165,7 +181,7 @@ def probe_llama_build(cache_file: Path | None = None) -> LlamaCppBuild:
         if cached is not None:
             return cached
     try:
-        offload, backends, cpu_features = _query_libraries(lib_dir)
+        offload, backends, cpu_features, rpc = _query_libraries(lib_dir)
     except (OSError, AttributeError) as exc:
         return LlamaCppBuild(installed=True, version=version, gpu_offload=False,
                              backend="unknown", error=f"could not load llama.cpp: {exc}")
@@ -174,7 +190,7 @@ def probe_llama_build(cache_file: Path | None = None) -> LlamaCppBuild:
     # with RPC compiled in cannot offload to a GPU of this machine.
     build = LlamaCppBuild(installed=True, version=version,
                           gpu_offload=offload and backend != "cpu", backend=backend,
-                          cpu_features=cpu_features, backends=backends)
+                          cpu_features=cpu_features, backends=backends, rpc=rpc)
     _write_cache(cache_file, key, build)
     return build
 
@@ -200,11 +216,12 @@ def cache_entry(data: Any, key: str, version: str | None) -> LlamaCppBuild | Non
         return None
     offload, backend = data.get("gpu_offload"), data.get("backend")
     features, backends = _names(data.get("cpu_features")), _names(data.get("backends"))
+    rpc = data.get("rpc")
     if not isinstance(offload, bool) or backend not in _CACHED_BACKENDS or features is None \
-            or backends is None:
+            or backends is None or not isinstance(rpc, bool):
         return None
     return LlamaCppBuild(installed=True, version=version, gpu_offload=offload, backend=backend,
-                         cpu_features=features, backends=backends)
+                         cpu_features=features, backends=backends, rpc=rpc)
 
 
 def _read_cache(cache_file: Path | None, key: str, version: str | None) -> LlamaCppBuild | None:
@@ -223,5 +240,5 @@ def _write_cache(cache_file: Path | None, key: str | None, build: LlamaCppBuild)
         atomic_write(cache_file, json.dumps({
             "key": key, "version": build.version, "gpu_offload": build.gpu_offload,
             "backend": build.backend, "cpu_features": list(build.cpu_features),
-            "backends": list(build.backends),
+            "backends": list(build.backends), "rpc": build.rpc,
         }))

@@ -84,6 +84,7 @@ class LlamaCppBuild:
     backends: tuple[str, ...] = ()  # ggml backend registry names, e.g. ("CUDA", "CPU")
     source: str = "probed"  # "probed" | "assumed" (what-if machines assume a matching build)
     error: str | None = None
+    rpc: bool = False  # llama_supports_rpc(): built with -DGGML_RPC=on (`qwen worker`, --rpc)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ def _edits() -> list[tuple[str, Any]]:
         ("backends", [1, 2]),
         ("backends", ["CUDA\n\x1b[2J"]),
         ("version", "0.0.1"),  # another version than the installed one
+        ("rpc", "yes"),
+        ("rpc", None),  # an entry written before the field existed
     ]
 
 
