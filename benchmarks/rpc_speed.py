@@ -5,12 +5,12 @@ estimates.
 What it does:
 1. Builds (once) a synthetic Qwen3-0.6B-shaped Q4_K_M file with the real Qwen3 tokenizer
    (benchmarks/synthetic.py).
-2. For each setup (local; 1 worker; 2 workers) starts fresh `qwen worker --threads 1`
+2. For each setup (local; 1 worker; 2 workers) starts fresh `qwen worker --threads T`
    processes (tests/rpc_workers.py: waited for by their ready line), asks
    `qwen fit FILE --rpc WORKERS --gpu-layers N --ctx 256 --json` for the plan (N = 15 with one
    worker, 19 with two, as llama.cpp counts layers: the output layer first; the planner chooses
    how they are split over the workers), then runs
-   `qwen chat -m FILE --rpc WORKERS --gpu-layers N --ctx 256 --threads 1 --json --max-tokens T`
+   `qwen chat -m FILE --rpc WORKERS --gpu-layers N --ctx 256 --threads T --json --max-tokens K`
    RUNS times: the real command line, loading exactly that plan.
 3. Prints per setup: decode tok/s (median of the runs, and the best) beside the plan's typical
    estimate, the main process's peak RSS (wait4's ru_maxrss), and per worker the plan's bytes
@@ -21,12 +21,13 @@ all touched, a compute buffer only as far as the graphs used it (a 25-token prom
 fraction of what a 512-token batch reserves), so a worker's RSS growth sits below the plan's
 bytes by up to its compute buffer.
 
-The planner's estimate assumes this machine's default thread count for the main process; the
-runs use one thread per process (two cores, three processes).
+The planner's estimate assumes this machine's default thread count (its physical cores, the
+count its CPU constants are fitted at); the runs use `--threads` per process (default 1: two
+cores, three processes). Only one process computes at a time (the layers run in turn).
 
 llama.cpp's OpenMP threads spin while they wait: run this alone on the machine.
 
-    python benchmarks/rpc_speed.py [--runs 3] [--tokens 64] [--json FILE]
+    python benchmarks/rpc_speed.py [--runs 3] [--tokens 64] [--threads 1] [--json FILE]
 """
 
 from __future__ import annotations
@@ -74,14 +75,16 @@ def plan_of(model: Path, endpoints: list[str]) -> dict:
     return json.loads(done.stdout)
 
 
-def chat_once(model: Path, endpoints: list[str], tokens: int, seed: int) -> tuple[dict, int]:
+def chat_once(model: Path, endpoints: list[str], tokens: int, seed: int,
+              threads: int) -> tuple[dict, int]:
     """One one-shot answer: (its JSON document, the process's own peak RSS in bytes, from
     os.wait4 on its pid)."""
     env = {**os.environ, "NO_COLOR": "1", "QWEN_NOLOG": "1"}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "qwencli", "chat", "-m", str(model), "--json",
-             "--no-think", "--max-tokens", str(tokens), "--threads", "1", "--seed", str(seed),
+             "--no-think", "--max-tokens", str(tokens), "--threads", str(threads),
+             "--seed", str(seed),
              "--temperature", "1.0", "--ctx", "256", *_placement(endpoints), PROMPT],
             cwd=REPO, env=env, stdout=out, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)
@@ -94,14 +97,15 @@ def chat_once(model: Path, endpoints: list[str], tokens: int, seed: int) -> tupl
         return json.loads(out.read()), usage.ru_maxrss * 1024
 
 
-def run_setup(model: Path, n_workers: int, runs: int, tokens: int) -> dict:
-    with tempfile.TemporaryDirectory() as folder, workers(Path(folder), n_workers) as started:
+def run_setup(model: Path, n_workers: int, runs: int, tokens: int, threads: int) -> dict:
+    with tempfile.TemporaryDirectory() as folder, \
+            workers(Path(folder), n_workers, threads) as started:
         endpoints = [w.endpoint for w in started]
         plan = plan_of(model, endpoints)
         ready = {w.pid: rss_bytes(w.pid) for w in started}
         speeds, peaks = [], []
         for run in range(runs):
-            document, peak = chat_once(model, endpoints, tokens, seed=run + 1)
+            document, peak = chat_once(model, endpoints, tokens, run + 1, threads)
             if document["usage"]["completion_tokens"] < tokens:
                 continue  # stopped early (an end-of-turn token): not a full decode run
             speeds.append(document["timings"]["decode_tok_s"])
@@ -136,12 +140,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads of every process (the plan's CPU constants are fitted at "
+                             "this machine's default, its physical cores)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     model = build_model("qwen3-0.6b", "Q4_K_M")
-    print(f"model: {model.name}; {args.tokens} tokens; 1 thread per process; "
+    print(f"model: {model.name}; {args.tokens} tokens; {args.threads} thread(s) per process; "
           f"{args.runs} runs per setup")
-    rows = [run_setup(model, n, args.runs, args.tokens) for n in (0, 1, 2)]
+    rows = [run_setup(model, n, args.runs, args.tokens, args.threads) for n in (0, 1, 2)]
     print(f"{'setup':<10} {'tok/s med':>9} {'best':>6} {'estimate':>8} "
           f"{'main peak/plan MiB':>18}  workers: layers, plan MiB, RSS growth MiB")
     for row in rows:

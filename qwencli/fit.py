@@ -475,8 +475,8 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
         host_weights += shape.output_host_bytes + repacked_bytes(shape.output_repackable, repack)
     host_kv = sum(layer_state_bytes(shape, shape.layers[i], opts.ctx, opts.kv_type)
                   for i in host_layers)
-    host_compute = activation_bytes(shape, opts.n_ubatch) if host_layers or moved or not gpus else \
-        4 * opts.n_ubatch * shape.n_embd
+    host_compute = activation_bytes(shape, opts.n_ubatch) if host_layers or moved or not gpus \
+        else 4 * opts.n_ubatch * shape.n_embd
     if host_layers and not opts.flash_attn:
         host_compute += attention_scores_bytes(shape, opts.ctx, opts.n_ubatch)
     host_output = 4 * shape.n_vocab
@@ -487,17 +487,20 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
     device_plans: list[DevicePlan] = []
     fitted = True
     if gpus and ngl:
-        compute = activation_bytes(shape, opts.n_ubatch)
+        # A device's buffers are reserved for a micro-batch, which llama.cpp caps at n_ctx
+        # (measured on loopback workers at a 256-token context: within 4%).
+        ubatch = min(opts.n_ubatch, padded_ctx(opts.ctx))
+        compute = activation_bytes(shape, ubatch)
         if not opts.flash_attn:
-            compute += attention_scores_bytes(shape, opts.ctx, opts.n_ubatch)
-        logits = 4 * shape.n_vocab * opts.n_ubatch
+            compute += attention_scores_bytes(shape, opts.ctx, ubatch)
+        logits = 4 * shape.n_vocab * ubatch
         compute += expert_copy
         fixed = [compute] * len(gpus)
         fixed[-1] = max(compute, logits) + shape.output_bytes
         per_layer = [layer_cost[i] - moved.get(i, 0) for i in gpu_layers]
         for g, gpu in enumerate(gpus):
             if not gpu.gpu:  # a worker's CPU: activations and one row of logits are touched
-                fixed[g] = activation_bytes(shape, opts.n_ubatch) + (
+                fixed[g] = activation_bytes(shape, ubatch) + (
                     4 * shape.n_vocab + shape.output_bytes if g == len(gpus) - 1 else 0)
         counts = _split_layers(len(gpu_layers), gpus, per_layer, fixed, fill)
         if counts is None:
@@ -519,7 +522,7 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
                 if not gpu.gpu:
                     # A worker's CPU backend allocates its buffers like the host's: pages
                     # are resident once touched, and decoding touches one row of logits.
-                    gpu_compute = activation_bytes(shape, opts.n_ubatch) + (
+                    gpu_compute = activation_bytes(shape, ubatch) + (
                         4 * shape.n_vocab if holds_output else 0)
             if holds_output:
                 weights += shape.output_bytes

@@ -135,11 +135,11 @@ def start_worker(cache: Path, *, threads: int = 1, port: int | None = None,
 
 
 @contextlib.contextmanager
-def workers(cache: Path, count: int = 2) -> Iterator[list[RunningWorker]]:
+def workers(cache: Path, count: int = 2, threads: int = 1) -> Iterator[list[RunningWorker]]:
     started: list[RunningWorker] = []
     try:
         for index in range(count):
-            started.append(start_worker(cache / f"worker{index}"))
+            started.append(start_worker(cache / f"worker{index}", threads=threads))
         yield started
     finally:
         for worker in started:

@@ -211,3 +211,18 @@ def test_an_equally_fast_cpu_worker_shares_the_model_instead_of_filling_up() -> 
     # Neither machine is left at its margin when the other has room.
     assert remote.budget_bytes - remote.bytes > 0.15 * remote.budget_bytes
     assert p.host.budget_bytes - p.host.bytes > 0.15 * p.host.budget_bytes
+
+
+def test_a_device_reserves_for_a_micro_batch_no_longer_than_the_context() -> None:
+    """llama.cpp caps n_batch (and so n_ubatch) at n_ctx: at a 256-token context a worker's
+    compute buffer is a 256-token batch's (measured on loopback workers within 4%)."""
+    from qwencli.fit import activation_bytes
+
+    s = shape(n_layers=20, layer_mib=100)
+    hw, budget = with_workers(cpu_box(ram_gib=4), worker(free_gib=16, gpu=False,
+                                                         bandwidth=30e9))
+    short = plan(s, hw, budget, Options(ctx=256, n_gpu_layers=10)).devices[0]
+    long = plan(s, hw, budget, Options(ctx=4096, n_gpu_layers=10)).devices[0]
+    row = 4 * s.n_vocab  # the one row of logits the worker that holds the output touches
+    assert short.breakdown.compute == activation_bytes(s, 256) + row
+    assert long.breakdown.compute == activation_bytes(s, 512) + row
