@@ -99,14 +99,16 @@ def backend_from_registry(names: tuple[str, ...]) -> str:
     return "cpu"
 
 
-def _package_lib_dir() -> Path | None:
+def package_lib_dir() -> Path | None:
+    """The installed llama-cpp-python's folder of shared libraries (None: not installed)."""
     spec = importlib.util.find_spec("llama_cpp")
     if spec is None or not spec.origin:
         return None
     return Path(spec.origin).parent / "lib"
 
 
-def _library_file(lib_dir: Path, base: str) -> Path | None:
+def library_file(lib_dir: Path, base: str) -> Path | None:
+    """lib`base`.so / .dylib / .dll in `lib_dir`, whichever this platform built."""
     for name in (f"lib{base}.so", f"lib{base}.dylib", f"{base}.dll", f"lib{base}.dll"):
         if (lib_dir / name).exists():
             return lib_dir / name
@@ -120,7 +122,7 @@ def _query_libraries(lib_dir: Path) -> tuple[bool, tuple[str, ...], tuple[str, .
         import os
 
         os.add_dll_directory(str(lib_dir))
-    llama_path = _library_file(lib_dir, "llama")
+    llama_path = library_file(lib_dir, "llama")
     if llama_path is None:
         raise OSError(f"no llama library in {lib_dir}")
     llama = ctypes.CDLL(str(llama_path))
@@ -134,7 +136,7 @@ def _query_libraries(lib_dir: Path) -> tuple[bool, tuple[str, ...], tuple[str, .
     info = (llama.llama_print_system_info() or b"").decode("utf-8", "replace")
     info_backends, cpu_features = parse_system_info(info)
     registry: list[str] = []
-    ggml_path = _library_file(lib_dir, "ggml")
+    ggml_path = library_file(lib_dir, "ggml")
     if ggml_path is not None:
         ggml = ctypes.CDLL(str(ggml_path))
         ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
@@ -168,11 +170,11 @@ def _installed_version() -> str | None:
 def probe_llama_build(cache_file: Path | None = None) -> LlamaCppBuild:
     """Describe the installed llama-cpp-python build; never raises."""
     version = _installed_version()
-    lib_dir = _package_lib_dir()
+    lib_dir = package_lib_dir()
     if lib_dir is None:
         return LlamaCppBuild(installed=False, version=version, gpu_offload=False,
                              backend="cpu", error="llama-cpp-python is not installed")
-    llama_path = _library_file(lib_dir, "llama")
+    llama_path = library_file(lib_dir, "llama")
     key = None
     if llama_path is not None:
         stat = llama_path.stat()

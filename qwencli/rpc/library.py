@@ -20,7 +20,6 @@ an abort callback while workers are in use.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,24 +49,12 @@ class Device:
     registry: str  # the backend's name: "CPU", "CUDA", "RPC[host:port]", ...
 
 
-def _lib_dir() -> Path | None:
-    spec = importlib.util.find_spec("llama_cpp")
-    if spec is None or not spec.origin:
-        return None
-    return Path(spec.origin).parent / "lib"
-
-
-def _library_path(lib_dir: Path, base: str) -> Path | None:
-    for name in (f"lib{base}.so", f"lib{base}.dylib", f"{base}.dll", f"lib{base}.dll"):
-        if (lib_dir / name).exists():
-            return lib_dir / name
-    return None
-
-
 def rpc_library_path() -> Path | None:
     """libggml-rpc of the installed llama-cpp-python (None: built without RPC)."""
-    lib_dir = _lib_dir()
-    return _library_path(lib_dir, "ggml-rpc") if lib_dir is not None else None
+    from qwencli.hardware.llama_build import library_file, package_lib_dir
+
+    lib_dir = package_lib_dir()
+    return library_file(lib_dir, "ggml-rpc") if lib_dir is not None else None
 
 
 def reinstall_hint() -> str:

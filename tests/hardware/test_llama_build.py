@@ -62,7 +62,7 @@ def test_real_installed_build_is_probed_and_cached(tmp_path: Path) -> None:
 
 
 def test_missing_package_is_reported_not_raised(monkeypatch) -> None:
-    monkeypatch.setattr(llama_build, "_package_lib_dir", lambda: None)
+    monkeypatch.setattr(llama_build, "package_lib_dir", lambda: None)
     build = probe_llama_build(None)
     assert not build.installed
     assert build.error == "llama-cpp-python is not installed"
@@ -71,7 +71,7 @@ def test_missing_package_is_reported_not_raised(monkeypatch) -> None:
 def test_unloadable_library_is_reported_not_raised(monkeypatch, tmp_path: Path) -> None:
     (tmp_path / "libllama.so").write_bytes(b"not a library")
     (tmp_path / "llama.dll").write_bytes(b"not a library")
-    monkeypatch.setattr(llama_build, "_package_lib_dir", lambda: tmp_path)
+    monkeypatch.setattr(llama_build, "package_lib_dir", lambda: tmp_path)
     build = probe_llama_build(None)
     assert build.installed and build.backend == "unknown"
     assert build.error and build.error.startswith("could not load llama.cpp")
