@@ -230,10 +230,12 @@ class SessionEnded(BaseException):
 
 
 class EndSignals(HandledSignals):
-    """SIGTERM and SIGHUP end a session the way /bye does, not by killing it mid-step: the
-    handler raises SessionEnded (recording it first; inside a llama.cpp callback, where an
-    exception would be lost, it only records, and the answer stops at the next token through
-    `pending`). Signals someone chose to ignore (`nohup`) or handle stay as they were."""
+    """SIGTERM and SIGHUP end a session the way /bye does, not by killing it mid-step. The
+    handler records the signal, and raises SessionEnded only while the session waits at its
+    prompt (`at_prompt`): anywhere else an exception raised between two bytecodes could leave
+    a lock half-taken (the log's queue), so the step ends first: an answer stops at the next
+    token through `pending`, other steps at the loop's `check()`. Signals someone chose to
+    ignore (`nohup`) or handle stay as they were."""
 
     SIGNALS = ("SIGTERM", "SIGHUP")
 
@@ -241,12 +243,13 @@ class EndSignals(HandledSignals):
         super().__init__()
         self.pending: int | None = None
         self.leaving = False
+        self.at_prompt = False  # waiting for a line: the one place the handler raises
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.pending is not None or self.leaving:
             return  # already on the way out
         self.pending = signum
-        if not inside_llama_callback():
+        if self.at_prompt and not inside_llama_callback():
             raise SessionEnded(signum)
 
     def _replaces(self, current: Any) -> bool:
@@ -549,8 +552,9 @@ def _loop(session: Session, opts: ChatOptions, console: ChatConsole, choice: Mod
     as the step left it (whole: see Session.reply)."""
     collector = LineCollector()
     while True:
-        ending.check()
+        ending.at_prompt = True  # from here a signal raises at once; one before is pending
         try:
+            ending.check()
             line = console.read_line("... " if collector.in_block else ">>> ")
         except EOFError:
             console.tell("\n")
@@ -560,6 +564,8 @@ def _loop(session: Session, opts: ChatOptions, console: ChatConsole, choice: Mod
             console.tell("\n")
             console.note("(Ctrl-D or /bye leaves)")
             continue
+        finally:
+            ending.at_prompt = False
         history.record(line)
         text = collector.feed(line)
         if text is None:
