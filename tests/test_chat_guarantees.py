@@ -60,12 +60,19 @@ def _env(cache: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def _default_hangup() -> None:
+    """A session in a terminal gets SIGHUP's default disposition, even when the test run itself
+    ignores it (`nohup pytest`, as a CI runner may): qwen chat rightly leaves an ignored SIGHUP
+    ignored, and the closed-terminal test would wait for an exit that never comes."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def start(model: Path, cache: Path, *args: str, env: dict[str, str] | None = None,
           ready: bool = True) -> pexpect.spawn:
     child = pexpect.spawn(sys.executable, ["-m", "qwencli", "chat", "-m", str(model),
                                            "--threads", "1", *args],
                           env=env or _env(cache), encoding="utf-8", timeout=CEILING,
-                          dimensions=(50, 250))
+                          dimensions=(50, 250), preexec_fn=_default_hangup)
     if ready:
         child.expect_exact("/bye or Ctrl-D to leave")
         child.expect_exact(PROMPT)
