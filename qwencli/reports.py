@@ -793,10 +793,10 @@ def rpc_backend(hw: Hardware) -> str:
 
 
 def rpc_rebuild_note(hw: Hardware) -> str:
-    from qwencli.hardware.llama_build import rpc_reinstall_command
+    from qwencli.hardware.llama_build import reinstall_command
 
     return ("this build cannot use other machines (`qwen worker`, --rpc); rebuild it with "
-            f"RPC: {rpc_reinstall_command(rpc_backend(hw))}  (--no-cache-dir: pip's wheel "
+            f"RPC: {reinstall_command(rpc_backend(hw), rpc=True)}  (--no-cache-dir: pip's wheel "
             "cache does not key on CMAKE_ARGS and would reinstall the build without RPC)")
 
 WORKER_EXPOSED_WARNING = (

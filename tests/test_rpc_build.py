@@ -10,7 +10,7 @@ import socket
 from qwencli import reports
 from qwencli.errors import WorkerLost
 from qwencli.hardware.budget import plan_budget
-from qwencli.hardware.llama_build import rpc_reinstall_command
+from qwencli.hardware.llama_build import reinstall_command
 from qwencli.rpc.runtime import lost_error
 from tests.hardware.factories import apple, build, machine, nvidia
 
@@ -21,12 +21,12 @@ def _llama_section(hw) -> reports.Section:
 
 
 def test_the_rebuild_command_adds_rpc_to_the_gpu_flags_without_the_wheel_cache() -> None:
-    command = rpc_reinstall_command("cuda", python="/venv/bin/python")
+    command = reinstall_command("cuda", python="/venv/bin/python", rpc=True)
     assert command == ('CMAKE_ARGS="-DGGML_RPC=on -DGGML_CUDA=on" /venv/bin/python -m pip '
                        "install --force-reinstall --no-cache-dir llama-cpp-python")
-    assert '"-DGGML_RPC=on -DGGML_METAL=on"' in rpc_reinstall_command("metal")
-    assert '"-DGGML_RPC=on -DGGML_HIP=on"' in rpc_reinstall_command("hip")
-    assert 'CMAKE_ARGS="-DGGML_RPC=on" ' in rpc_reinstall_command("cpu")
+    assert '"-DGGML_RPC=on -DGGML_METAL=on"' in reinstall_command("metal", rpc=True)
+    assert '"-DGGML_RPC=on -DGGML_HIP=on"' in reinstall_command("hip", rpc=True)
+    assert 'CMAKE_ARGS="-DGGML_RPC=on" ' in reinstall_command("cpu", rpc=True)
 
 
 def test_hw_says_a_build_without_rpc_and_how_to_rebuild_it_for_this_machine() -> None:

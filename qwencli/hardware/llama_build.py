@@ -47,21 +47,14 @@ _CMAKE_ARGS = {
 }
 
 
-def reinstall_command(backend: str, python: str | None = None) -> str:
-    """The exact command that rebuilds llama-cpp-python for `backend` in this environment."""
+def reinstall_command(backend: str, python: str | None = None, *, rpc: bool = False) -> str:
+    """The exact command that rebuilds llama-cpp-python for `backend` in this environment, with
+    the RPC backend too when `rpc` (`qwen worker`, `--rpc`). `--no-cache-dir`: pip's wheel cache
+    is keyed on the version, not on CMAKE_ARGS, so without it pip reinstalls the wheel it built
+    before."""
     exe = shlex.quote(python or sys.executable)
-    args = _CMAKE_ARGS.get(backend, "")
-    prefix = "source /opt/intel/oneapi/setvars.sh && " if backend == "sycl" else ""
-    return (f'{prefix}CMAKE_ARGS="{args}" {exe} -m pip install --force-reinstall '
-            f"--no-cache-dir llama-cpp-python")
-
-
-def rpc_reinstall_command(backend: str = "cpu", python: str | None = None) -> str:
-    """The command that rebuilds llama-cpp-python with the RPC backend (`qwen worker`,
-    `--rpc`) and `backend`'s GPU support. `--no-cache-dir`: pip's wheel cache is keyed on the
-    version, not on CMAKE_ARGS, so without it pip reinstalls the wheel it built before."""
-    exe = shlex.quote(python or sys.executable)
-    args = " ".join(part for part in ("-DGGML_RPC=on", _CMAKE_ARGS.get(backend, "")) if part)
+    args = " ".join(part for part in ("-DGGML_RPC=on" if rpc else "",
+                                      _CMAKE_ARGS.get(backend, "")) if part)
     prefix = "source /opt/intel/oneapi/setvars.sh && " if backend == "sycl" else ""
     return (f'{prefix}CMAKE_ARGS="{args}" {exe} -m pip install --force-reinstall '
             f"--no-cache-dir llama-cpp-python")

@@ -58,10 +58,10 @@ def rpc_library_path() -> Path | None:
 
 
 def reinstall_hint() -> str:
-    from qwencli.hardware.llama_build import probe_llama_build, rpc_reinstall_command
+    from qwencli.hardware.llama_build import probe_llama_build, reinstall_command
 
     backend = probe_llama_build().backend
-    return f"rebuild it with RPC: {rpc_reinstall_command(backend)}"
+    return f"rebuild it with RPC: {reinstall_command(backend, rpc=True)}"
 
 
 @functools.cache
