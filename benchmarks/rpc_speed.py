@@ -1,10 +1,9 @@
 """Decode speed and memory of one model split across this machine and 0, 1 or 2 `qwen worker`
-processes on loopback (llama.cpp's RPC backend), one thread per process, beside the plan's
-estimates.
+processes on loopback (llama.cpp's RPC backend), beside the plan's estimates.
 
 What it does:
-1. Builds (once) a synthetic Qwen3-0.6B-shaped Q4_K_M file with the real Qwen3 tokenizer
-   (benchmarks/synthetic.py).
+1. Builds (once, in a child process) a synthetic Qwen3-0.6B-shaped Q4_K_M file with the real
+   Qwen3 tokenizer (benchmarks/synthetic.py).
 2. For each setup (local; 1 worker; 2 workers) starts fresh `qwen worker --threads T`
    processes (tests/rpc_workers.py: waited for by their ready line), asks
    `qwen fit FILE --rpc WORKERS --gpu-layers N --ctx 256 --json` for the plan (N = 15 with one
@@ -13,21 +12,22 @@ What it does:
    `qwen chat -m FILE --rpc WORKERS --gpu-layers N --ctx 256 --threads T --json --max-tokens K`
    RUNS times: the real command line, loading exactly that plan.
 3. Prints per setup: decode tok/s (median of the runs, and the best) beside the plan's typical
-   estimate, the main process's peak RSS (wait4's ru_maxrss), and per worker the plan's bytes
-   beside its peak RSS growth (VmHWM at the end less VmRSS when it was ready).
-
-RSS counts the pages a process touched: weights and the KV cache (which llama.cpp clears) are
-all touched, a compute buffer only as far as the graphs used it (a 25-token prompt uses a
-fraction of what a 512-token batch reserves), so a worker's RSS growth sits below the plan's
-bytes by up to its compute buffer.
+   estimate, the main process's peak RSS (wait4's ru_maxrss) beside the plan's host bytes, and
+   per worker the plan's bytes and its peak (`peak_bytes`: while loading, the worker holds a
+   tensor twice, as received and as stored) beside its peak RSS growth (VmHWM at the end less
+   VmRSS when it was ready).
 
 The planner's estimate assumes this machine's default thread count (its physical cores, the
-count its CPU constants are fitted at); the runs use `--threads` per process (default 1: two
-cores, three processes). Only one process computes at a time (the layers run in turn).
+count its CPU constants are fitted at), which is the default of `--threads` here too. Only one
+process computes at a time (the layers run in turn), so each may use every core; `qwen worker`
+and `qwen chat --rpc` keep their idle threads from spinning (qwencli/rpc/threads.py), which
+is what lets three processes share two cores.
 
-llama.cpp's OpenMP threads spin while they wait: run this alone on the machine.
+The model is built in a child process: a child started from a large parent inherits the
+parent's peak RSS through exec (Linux keeps ru_maxrss across it), which would inflate the main
+process's figure.
 
-    python benchmarks/rpc_speed.py [--runs 3] [--tokens 64] [--threads 1] [--json FILE]
+    python benchmarks/rpc_speed.py [--runs 3] [--tokens 64] [--threads T] [--json FILE]
 """
 
 from __future__ import annotations
@@ -45,12 +45,22 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from synthetic import build as build_model  # noqa: E402
-
 from tests.rpc_workers import rss_bytes, workers  # noqa: E402
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
 GPU_LAYERS = {1: 15, 2: 19}  # llama.cpp's n_gpu_layers (the output layer first) per setup
+
+
+def build_in_child(shape: str, quant: str) -> Path:
+    """benchmarks/synthetic.build, run in a child process (see the module docstring)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.path[:0] = sys.argv[1:3]; "
+         "from synthetic import build; print(build(sys.argv[3], sys.argv[4]))",
+         str(REPO), str(REPO / "benchmarks"), shape, quant],
+        cwd=REPO, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"building the synthetic model failed: {done.stderr.strip()}")
+    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def _vm_hwm(pid: int) -> int:
@@ -126,6 +136,7 @@ def run_setup(model: Path, n_workers: int, runs: int, tokens: int, threads: int)
         "main_planned_bytes": plan["memory"]["host_bytes"],
         "worker_layers": [d.get("layers") for d in planned],
         "worker_planned_bytes": [d.get("bytes") for d in planned],
+        "worker_planned_peak_bytes": [d.get("peak_bytes") for d in planned],
         "worker_peak_rss_bytes": worker_peaks,
         "worker_rss_growth_bytes": [p - ready[w.pid] for p, w in zip(worker_peaks, started,
                                                                       strict=True)],
@@ -140,25 +151,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="threads of every process (the plan's CPU constants are fitted at "
-                             "this machine's default, its physical cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of every process (default: this machine's default, its "
+                             "physical cores, the count the plan's CPU constants are fitted at)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    model = build_model("qwen3-0.6b", "Q4_K_M")
+    if args.threads is None:
+        from qwencli.hardware.cpu import default_threads
+
+        args.threads = default_threads(None)
+    model = build_in_child("qwen3-0.6b", "Q4_K_M")
     print(f"model: {model.name}; {args.tokens} tokens; {args.threads} thread(s) per process; "
           f"{args.runs} runs per setup")
     rows = [run_setup(model, n, args.runs, args.tokens, args.threads) for n in (0, 1, 2)]
     print(f"{'setup':<10} {'tok/s med':>9} {'best':>6} {'estimate':>8} "
-          f"{'main peak/plan MiB':>18}  workers: layers, plan MiB, RSS growth MiB")
+          f"{'main peak/plan MiB':>18}  workers: layers, plan MiB, plan peak MiB, "
+          "peak RSS growth MiB")
     for row in rows:
         label = "local" if not row["workers"] else f"{row['workers']} worker" + (
             "s" if row["workers"] > 1 else "")
         med, best = row["decode_tok_s_median"], row["decode_tok_s_best"]
         per_worker = "; ".join(
-            f"{layers}, {_mib(planned)}, {_mib(growth)}" for layers, planned, growth in zip(
+            f"{layers}, {_mib(planned)}, {_mib(peak)}, {_mib(growth)}"
+            for layers, planned, peak, growth in zip(
                 row["worker_layers"], row["worker_planned_bytes"],
-                row["worker_rss_growth_bytes"], strict=True)) or "-"
+                row["worker_planned_peak_bytes"], row["worker_rss_growth_bytes"], strict=True)
+        ) or "-"
         print(f"{label:<10} {med if med is None else f'{med:.1f}':>9} "
               f"{best if best is None else f'{best:.1f}':>6} {row['estimate_tok_s']:>8.1f} "
               f"{_mib(row['main_peak_rss_bytes']) + '/' + _mib(row['main_planned_bytes']):>18}"

@@ -112,6 +112,13 @@ GPU_LAYER_COST = (0.15e-3, 0.11e-3, 0.08e-3)
 # differs; Q8_0 fitted with the constants above, the float types not checked). Families not
 # listed count as 1.0.
 CPU_DECODE_FAMILY = {"Q8_0": 1.03, "F16": 1.15, "BF16": 1.15, "F32": 1.2}
+# A worker's CPU reads weights in their plain layout: an RPC device exposes only its default
+# buffer type, so the CPU backend's repacked layouts (repack_types) are not used there, and
+# those bytes take longer to go through. Measured here on the Qwen3-0.6B-shaped Q4_K_M file,
+# 2 threads, llama_model_params.use_extra_bufts on/off: 78.7 vs 66.3 tok/s, 2.4 ms more per
+# token, i.e. the 205 MiB of repackable matrices take 1.54x as long (AVX2/AVX-512 Q4_K).
+# Other CPUs and types are not checked.
+CPU_PLAIN_LAYOUT = 1.54
 # Prompt processing (512-token batches) is compute-bound: weight bytes x tokens per second that
 # one CPU thread gets through, by quant family, and the attention over the batch's own earlier
 # tokens (flash attention, FLOP/s per thread). Q4_K, Q8_0 and the attention rate are fitted with
@@ -249,14 +256,51 @@ class DevicePlan:
     budget_bytes: int
     breakdown: Breakdown
     worker: Worker | None = None  # a device another machine serves over RPC (`qwen worker`)
+    load_peak: int = 0  # what it holds at most while loading (see worker_load_peak)
 
     @property
     def bytes(self) -> int:
         return self.breakdown.total
 
     @property
+    def peak_bytes(self) -> int:
+        """The most it holds at any time: loading or running."""
+        return max(self.bytes, self.load_peak)
+
+    @property
     def fits(self) -> bool:
-        return self.bytes <= self.budget_bytes
+        return self.peak_bytes <= self.budget_bytes
+
+
+# What a worker process grows by for a client beyond the buffers llama.cpp reports (the CPU
+# backend's work buffer, the server's message buffers): measured 5.0 MiB on a loopback worker
+# holding only an output layer (its RSS growth less its weights and one row of logits).
+WORKER_CLIENT_OVERHEAD = 5 * MIB
+def worker_cpu_compute(shape: ModelShape, ubatch: int, holds_layers: bool,
+                       holds_output: bool) -> int:
+    """What a worker's CPU touches of its compute buffer (allocated like the host's: a page is
+    resident once written). A prompt of a full micro-batch writes the activations of every
+    layer it holds (measured on loopback after a 560-token prompt: the Qwen3-0.6B-shaped
+    worker's RSS growth matched this to 0.1%); decoding writes one row of logits. A worker
+    holding only the output layer receives the selected rows only (llama.cpp picks the rows
+    that give logits in the last layer), so it writes little besides that row. (The buffer
+    llama.cpp reserves is larger, by about 4.4 x n_embd floats per token on the device that
+    computes the first layer, but those pages were not written in the same runs.)"""
+    compute = activation_bytes(shape, ubatch) if holds_layers else 0
+    return compute + (4 * shape.n_vocab if holds_output else 0)
+
+
+def worker_load_peak(shape: ModelShape, layers: Sequence[LayerShape], weights: int,
+                     holds_output: bool) -> int:
+    """What a worker's CPU holds at most while a model loads onto it. llama.cpp's RPC server
+    receives each tensor whole into a buffer of its own before copying it into place, so the
+    tensor being loaded is held twice; the output matrix is loaded first (llama.cpp creates it
+    before the layers), and a layer's largest matrix is taken as a third of the layer (the
+    three FFN matrices hold most of it). Measured on loopback: a worker holding only the output
+    layer of a Qwen3-0.6B-shaped file peaked at 250 MiB for a 122 MiB matrix (plan: 243 MiB).
+    A worker's GPU receives into host memory, outside the device's budget: not counted."""
+    largest_layer_matrix = max((layer.weight_bytes for layer in layers), default=0) // 3
+    return max(2 * shape.output_bytes if holds_output else 0, weights + largest_layer_matrix)
 
 
 @dataclass(frozen=True)
@@ -500,8 +544,9 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
         per_layer = [layer_cost[i] - moved.get(i, 0) for i in gpu_layers]
         for g, gpu in enumerate(gpus):
             if not gpu.gpu:  # a worker's CPU: activations and one row of logits are touched
-                fixed[g] = activation_bytes(shape, ubatch) + (
-                    4 * shape.n_vocab + shape.output_bytes if g == len(gpus) - 1 else 0)
+                fixed[g] = worker_cpu_compute(shape, ubatch, True, g == len(gpus) - 1) \
+                    + WORKER_CLIENT_OVERHEAD \
+                    + (shape.output_bytes if g == len(gpus) - 1 else 0)
         counts = _split_layers(len(gpu_layers), gpus, per_layer, fixed, fill)
         if counts is None:
             fitted = False
@@ -516,19 +561,21 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
             weights = sum(shape.layers[i].weight_bytes - moved.get(i, 0) for i in taken)
             kv = sum(layer_state_bytes(shape, shape.layers[i], opts.ctx, opts.kv_type)
                      for i in taken)
-            gpu_compute = 0
+            gpu_compute = overhead = load_peak = 0
             if taken or holds_output:
                 gpu_compute = max(compute, logits) if holds_output else compute
                 if not gpu.gpu:
-                    # A worker's CPU backend allocates its buffers like the host's: pages
-                    # are resident once touched, and decoding touches one row of logits.
-                    gpu_compute = activation_bytes(shape, ubatch) + (
-                        4 * shape.n_vocab if holds_output else 0)
+                    gpu_compute = worker_cpu_compute(shape, ubatch, bool(taken), holds_output)
+                    overhead = WORKER_CLIENT_OVERHEAD
             if holds_output:
                 weights += shape.output_bytes
+            if not gpu.gpu and gpu.worker is not None:
+                load_peak = worker_load_peak(shape, [shape.layers[i] for i in taken], weights,
+                                             holds_output)
             device_plans.append(DevicePlan(gpu.index, gpu.name, len(taken) + holds_output,
-                                           gpu.budget, Breakdown(weights, kv, gpu_compute),
-                                           worker=gpu.worker))
+                                           gpu.budget,
+                                           Breakdown(weights, kv, gpu_compute, 0, overhead),
+                                           worker=gpu.worker, load_peak=load_peak))
     host_budget = budget.host_bytes
     if unified:
         # One pool: what the local GPU holds is also taken from the host budget.
@@ -573,6 +620,19 @@ def _parts(shape: ModelShape, hw: Hardware, devices: Sequence[DevicePlan]) -> li
             total += int(layer.expert_bytes * active_share)
         return total
 
+    repack = repack_types(hw)
+
+    def plain_layout_extra(layers: Sequence[LayerShape], output: bool) -> int:
+        """What reading repackable weights in their plain layout (a worker's CPU) adds, as
+        bytes at the repacked rate (CPU_PLAIN_LAYOUT)."""
+        extra = 0.0
+        for layer in layers:
+            read_share = read_bytes([layer]) / max(layer.weight_bytes, 1)
+            extra += repacked_bytes(layer.repackable, repack) * read_share
+        if output:
+            extra += repacked_bytes(shape.output_repackable, repack)
+        return int(extra * (CPU_PLAIN_LAYOUT - 1.0))
+
     first_gpu_layer = n - sum(d.layers for d in devices) + (1 if devices else 0)
     host_layers = list(shape.layers[:first_gpu_layer]) if devices else list(shape.layers)
     output_on_host = not devices
@@ -600,8 +660,11 @@ def _parts(shape: ModelShape, hw: Hardware, devices: Sequence[DevicePlan]) -> li
             from qwencli.hardware.cluster import worker_bandwidth
 
             bw = worker_bandwidth(device.worker, hw)
-            parts.append(_Part(device.name, weights + output, weights, kv_layers, len(layers),
-                               bw.bytes_per_s, is_gpu(device.worker), device.worker,
+            remote_gpu = is_gpu(device.worker)
+            read = weights + output + (
+                0 if remote_gpu else plain_layout_extra(layers, holds_output))
+            parts.append(_Part(device.name, read, weights, kv_layers, len(layers),
+                               bw.bytes_per_s, remote_gpu, device.worker,
                                bw.source == "measured", holds_output))
             continue
         gpu = gpu_by_index.get(device.index)

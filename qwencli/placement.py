@@ -27,25 +27,24 @@ n_embd x 4 bytes, or the logits, n_vocab x 4 bytes, from the device that holds t
 layer): one round trip. Activations between two workers pass through the main process (a copy
 between two RPC servers is a get and a set), so each remote run pays its own in and out.
 
-Measured overhead. The issue's loopback figures (Qwen3-0.6B-shaped Q4_K_M, one thread per
-process, 64 tokens: local 29.6 tok/s, one worker 24.8, two workers 21.8) cost 6.5 ms per token
-for the first worker and 5.6 ms for the second, while loopback bytes and round trips above
-explain well under 0.5 ms. The second worker moves no layer off the local machine that the
-first had not already moved, so its 5.6 ms is a cost per remote device per token. The protocol
-has no other wait (the commands above are asynchronous), so it is the hand-offs: the main
-process's dispatcher thread wakes the worker's server thread, which computes and wakes the
-dispatcher, which wakes the main thread; on a machine whose cores are busy each wake-up waits
-for a core. RPC_HANDOFF_S is that figure, fitted (typical 5.5 ms, on this project's two-core
-build machine); the best case (1 ms) and the worst (8 ms) bracket published figures, which used
-the 2024 protocol that re-sent the graph every token: +0.8 ms per token through an RPC server
-on the same machine's CUDA GPU (TinyLlama 1.1B F16, 63 -> 60 t/s, ggml-org/llama.cpp PR #6829)
-and +9.8 ms for Phi-3 on a remote GPU (92 -> 48 t/s, network not stated, issue #7292). Not
-checked here on a real network or a GPU worker.
+Measured overhead. On loopback (benchmarks/rpc_speed.py: Qwen3-0.6B-shaped Q4_K_M, 2 threads
+per process on this project's two-core build machine, 64 tokens, medians of 5 runs, two
+rounds) a worker costs the bytes and round trip above, its CPU's plain weight layout
+(fit.CPU_PLAIN_LAYOUT: the worker's CPU backend cannot use the repacked layouts), and a
+hand-off per remote device per token: the main process's dispatcher thread wakes the worker's
+server thread, which computes and wakes the dispatcher, which wakes the main thread. Fitted
+from those runs: 0.69-0.88 ms per device, so RPC_HANDOFF_S typical is 0.75 ms, in line with
+the one published figure on one machine (+0.8 ms per token through an RPC server on the same
+machine's CUDA GPU: TinyLlama 1.1B F16, 63 -> 60 t/s, ggml-org/llama.cpp PR #6829). The worst
+case (3 ms) covers a busy machine where each wake-up waits for a core; the best (0.3 ms) an
+idle one. Before the workers' and the main process's idle threads stopped spinning
+(qwencli/rpc/threads.py) the same runs cost 5-6 ms per device: the spinning threads of the
+process that waited took the cores of the one that computed. Not checked here on a real
+network or a GPU worker; a remote GPU over an unstated network was published at +9.8 ms per
+token with the 2024 protocol, which re-sent the graph every token (issue #7292).
 
-The remaining ~1 ms of the first worker is within what its CPU not repacking weights costs (an
-RPC device exposes only its default buffer type, so the worker's CPU backend runs Q4_K from the
-plain layout; fit.repack_types is not applied there), which the plan counts as no change in
-speed and as no repacked copy in the worker's memory.
+Memory. A worker's CPU holds its share as the host would, without the repacked copy (it does
+not repack), and, while loading, the tensor it is receiving twice (fit.worker_load_peak).
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ from typing import TypeVar
 from qwencli.hardware.remote import Link
 
 KV_PAD = 256
-RPC_HANDOFF_S = (8e-3, 5.5e-3, 1e-3)  # (worst, typical, best) per remote device per token
+RPC_HANDOFF_S = (3e-3, 0.75e-3, 0.3e-3)  # (worst, typical, best) per remote device per token
 
 T = TypeVar("T")
 

@@ -186,7 +186,8 @@ def plan_document(p: Plan) -> dict[str, Any]:
             "host_budget_bytes": p.host.budget_bytes,
             "unified_pool": p.unified_pool,
             "devices": [{"index": d.index, "name": d.name, "bytes": d.bytes,
-                         "budget_bytes": d.budget_bytes, "layers": d.layers,
+                         "peak_bytes": d.peak_bytes, "budget_bytes": d.budget_bytes,
+                         "layers": d.layers,
                          "kind": "worker" if d.worker is not None else "gpu",
                          "worker": None if d.worker is None else worker_document(d.worker),
                          "breakdown": _breakdown_document(d.breakdown)} for d in p.devices],
@@ -346,7 +347,9 @@ def fit_sections(result: FitResult, hw: Hardware) -> list[Section]:
         sections.append(Section("Workers", header=("", "device", "layers", "memory", "link"),
                                 table=tuple(
             (f"worker {d.index}", d.worker.description if d.worker else "", str(d.layers),
-             f"{format_bytes(d.bytes)} of {format_bytes(d.budget_bytes)}",
+             f"{format_bytes(d.bytes)} of {format_bytes(d.budget_bytes)}" + (
+                 f" ({format_bytes(d.load_peak)} while loading)" if d.load_peak > d.bytes
+                 else ""),
              link_text(d.worker.link) if d.worker else "")
             for d in workers),
             notes=("llama.cpp's RPC has no authentication or encryption: run workers on "

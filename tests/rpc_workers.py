@@ -99,6 +99,14 @@ class RunningWorker:
         (weights, KV cache, compute) cost on this worker."""
         return rss_bytes(self.pid) - self.ready_rss
 
+    def peak_rss_growth(self) -> int:
+        """How much its peak resident memory (VmHWM) rose above its resident memory when it
+        was ready: what loading and running a model cost it at most."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 - self.ready_rss
+        raise RuntimeError(f"no VmHWM for {self.pid}")
+
     def kill(self) -> None:
         self.process.kill()
         self.process.wait(PROCESS_S)

@@ -252,6 +252,37 @@ def test_default_threads_respect_affinity_and_quota(tmp_path: Path) -> None:
     assert default_threads(8, cgroup_root=v1) == min(3, allowed)
 
 
+def test_default_threads_without_a_probe_take_the_os_physical_count(tmp_path: Path) -> None:
+    """`qwen worker` has no hardware probe: the OS's physical core count, not a guess of half
+    the logical CPUs (one thread on a two-CPU VM without SMT)."""
+    import os
+
+    import psutil
+
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    physical = psutil.cpu_count(logical=False) or max(1, (os.cpu_count() or 2) // 2)
+    assert default_threads(None, cgroup_root=tmp_path) == \
+        min(physical, len(os.sched_getaffinity(0)))
+
+
+def test_rpc_processes_keep_idle_threads_from_spinning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GOMP_SPINCOUNT is set for `qwen worker` and an --rpc load unless the person set it; it
+    only takes effect before llama_cpp is loaded (qwencli/rpc/threads.py)."""
+    import os
+    import sys
+
+    from qwencli.rpc.threads import IDLE_SPINS, SPIN_ENV, quiet_idle_threads
+
+    monkeypatch.delenv(SPIN_ENV, raising=False)
+    monkeypatch.delitem(sys.modules, "llama_cpp", raising=False)
+    assert quiet_idle_threads() is True
+    assert os.environ[SPIN_ENV] == IDLE_SPINS
+    monkeypatch.setenv(SPIN_ENV, "500000")
+    monkeypatch.setitem(sys.modules, "llama_cpp", object())
+    assert quiet_idle_threads() is False
+    assert os.environ[SPIN_ENV] == "500000"
+
+
 def test_stop_strings_hold_back_partial_matches() -> None:
     stops = _StopStrings(["<|im_end|>"])
     assert stops.feed("Hello <|im") == ("Hello ", False)

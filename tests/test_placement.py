@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from qwencli.fit import Options, plan
+from qwencli.fit import CPU_EFFICIENCY, CPU_PLAIN_LAYOUT, Options, plan
 from qwencli.hardware.budget import GPU_HEADROOM, HOST_HEADROOM, plan_budget
 from qwencli.hardware.cluster import LINK_PRESETS, WorkerOptions, parse_link, resolve_workers
 from qwencli.hardware.model import Bandwidth, Hardware
@@ -131,10 +131,53 @@ def test_loopback_costs_about_the_hand_off_per_remote_device() -> None:
         p = plan(s, hw2, budget, Options(ctx=4096, n_gpu_layers=29))
         assert sum(1 for d in p.devices if d.layers) == count
         times.append(1 / p.speed.typical)
-    # Same bytes read on the same kind of CPU: each remote device adds its hand-off and a
-    # loopback round trip, nothing more.
-    for before, after in itertools.pairwise(times):
-        assert after - before == pytest.approx(RPC_HANDOFF_S[1], rel=0.1)
+    # Same bytes read on the same kind of CPU (no repackable types here): each remote device
+    # adds its hand-off, a loopback round trip and its bytes, nothing more.
+    link = parse_link("loopback")
+
+    def network(count: int) -> float:
+        return sum(decode_network_seconds(RemoteRun("w", link, i == count - 1), s.n_embd,
+                                          s.n_vocab, 0, True, 1) for i in range(count))
+
+    for count, (before, after) in enumerate(itertools.pairwise(times), start=1):
+        assert after - before == pytest.approx(network(count) - network(count - 1), rel=0.02)
+        assert after - before > RPC_HANDOFF_S[1]
+
+
+def test_a_worker_cpu_reads_repackable_weights_in_their_plain_layout() -> None:
+    """A worker's CPU backend cannot use the repacked layouts: its repackable bytes take
+    CPU_PLAIN_LAYOUT times as long; on a worker's GPU nothing changes."""
+    hw = cpu_box(ram_gib=16)
+    remote = worker("127.0.0.1:50052", gpu=False, link=parse_link("loopback"))
+    remote = dataclasses.replace(remote, bandwidth=hw.memory.bandwidth)
+    hw2, budget = with_workers(hw, remote)
+    seconds = {}
+    for repack in ({}, {"Q4_K": 6 * MIB}):
+        s = shape(n_layers=28, layer_mib=10, repack=repack)
+        p = plan(s, hw2, budget, Options(ctx=4096, n_gpu_layers=29))
+        assert p.devices[0].layers == 29
+        seconds[bool(repack)] = 1 / p.speed.typical
+    rate = hw.memory.bandwidth.bytes_per_s * CPU_EFFICIENCY[1]
+    assert seconds[True] - seconds[False] == pytest.approx(
+        (CPU_PLAIN_LAYOUT - 1) * 28 * 6 * MIB / rate, rel=0.02)
+
+
+def test_a_cpu_worker_holding_only_the_output_layer_peaks_at_twice_it_while_loading() -> None:
+    """llama.cpp's RPC server receives a tensor whole before storing it: a worker holding only
+    the output matrix peaks at twice its size, and that is what must fit its budget."""
+    hw = cpu_box(ram_gib=16)
+    s = shape(n_layers=28, layer_mib=10)
+    remote = worker("127.0.0.1:50052", gpu=False, link=parse_link("loopback"),
+                    free_gib=2 * s.output_bytes / GIB + 0.6)  # 0.5 GiB of it is the margin
+    hw2, budget = with_workers(hw, dataclasses.replace(remote, bandwidth=hw.memory.bandwidth))
+    p = plan(s, hw2, budget, Options(ctx=4096, n_gpu_layers=1))
+    (device,) = [d for d in p.devices if d.layers]
+    assert device.load_peak == 2 * s.output_bytes > device.bytes
+    assert device.peak_bytes == device.load_peak and device.fits
+    small = dataclasses.replace(remote, free_bytes=int(1.5 * s.output_bytes) + HOST_HEADROOM)
+    hw3, budget3 = with_workers(hw, dataclasses.replace(small, bandwidth=hw.memory.bandwidth))
+    tight = plan(s, hw3, budget3, Options(ctx=4096, n_gpu_layers=1))
+    assert not tight.fits  # its final bytes would fit; the load peak does not
 
 
 def test_network_seconds_count_bytes_round_trip_and_hand_off() -> None:

@@ -320,3 +320,60 @@ def test_worker_host_must_be_an_ipv4_address() -> None:
                           env={**os.environ, "NO_COLOR": "1"})
     assert done.returncode == 2
     assert done.stderr.startswith("error: --host must be an IPv4 address")
+
+
+MEMORY_WITHIN = 0.05  # the issue's bound: fit --rpc against each worker's RSS growth
+LONG_PROMPT = "tell me " * 280  # over one 512-token micro-batch: every activation is written
+
+
+@pytest.fixture(scope="module")
+def qwen_like_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Qwen3-shaped model scaled down (Qwen3-0.6B's proportions: FFN 3x and attention 2x the
+    width), with layers wide enough (7 MiB each, F16; ten on one worker) that what a worker
+    holds is far above what a process's resident memory moves by on its own."""
+    from tests.gguf_fixtures import qwen3_tokenizer, write_qwen_gguf
+
+    return write_qwen_gguf(tmp_path_factory.mktemp("qwen-like") / "qwen-like.gguf", n_layers=12,
+                           n_embd=512, n_head=8, n_head_kv=2, head_dim=128, n_ff=1536,
+                           vocab=151_936, ctx=4096, tensor_type="F16",
+                           tokenizer=qwen3_tokenizer())
+
+
+def test_fit_rpc_matches_what_each_worker_holds(qwen_like_model: Path, cache: Path,
+                                                tmp_path: Path, two: list[RunningWorker],
+                                                record_property: pytest.RecordProperty) -> None:
+    """`qwen fit --rpc` plans each worker's bytes; `qwen chat --rpc` loads that plan. After a
+    prompt longer than a micro-batch each worker's resident memory has grown by its planned
+    bytes, and its peak by its planned peak (loading), within 5%."""
+    endpoints = ",".join(w.endpoint for w in two)
+    placement = ["--rpc", endpoints, "--gpu-layers", "11", "--ctx", "1024"]
+    env = _env(cache, tmp_path / "log.db", [])
+    done = subprocess.run(
+        [sys.executable, "-m", "qwencli", "fit", str(qwen_like_model), "--json", *placement],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=ceilings.PROCESS_S)
+    assert done.returncode == 0, done.stderr
+    devices = {d["name"]: d for d in json.loads(done.stdout)["memory"]["devices"]}
+    planned = [devices[f"RPC0[{w.endpoint}]"] for w in two]
+    assert all(d["layers"] for d in planned), planned  # both workers hold part of it
+    child = pexpect.spawn(sys.executable,
+                          ["-m", "qwencli", "chat", "-m", str(qwen_like_model), "--threads",
+                           "1", "--seed", "1", "-n", "4", *placement],
+                          env=env, cwd=str(ROOT), encoding="utf-8",
+                          timeout=ceilings.PROCESS_S, dimensions=(50, 250))
+    try:
+        child.expect_exact(PROMPT)
+        child.sendline(LONG_PROMPT)
+        child.expect_exact(PROMPT)
+        growth = [w.rss_growth() for w in two]
+        peaks = [w.peak_rss_growth() for w in two]
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+    record_property("worker_rss_growth_bytes", growth)
+    record_property("worker_peak_rss_growth_bytes", peaks)
+    record_property("worker_planned_bytes", [(d["bytes"], d["peak_bytes"]) for d in planned])
+    for device, grown, peak in zip(planned, growth, peaks, strict=True):
+        assert grown == pytest.approx(device["bytes"], rel=MEMORY_WITHIN), (planned, growth)
+        assert peak == pytest.approx(device["peak_bytes"], rel=MEMORY_WITHIN), (planned, peaks)

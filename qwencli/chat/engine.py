@@ -618,6 +618,10 @@ class Engine:
              verbose: bool = False) -> Engine:
         """Load `path` exactly as `plan` says. Raises EngineError (OutOfMemoryError) with the
         reason llama.cpp gave."""
+        if any(device.worker is not None for device in plan.devices):
+            from qwencli.rpc.threads import quiet_idle_threads
+
+            quiet_idle_threads()
         try:
             import llama_cpp
         except ImportError as exc:

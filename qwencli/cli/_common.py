@@ -243,6 +243,10 @@ def machine(whatif: WhatIf | None = None) -> tuple[Hardware, Budget]:
 
     whatif = whatif or WhatIf()
     hw = resolve_hardware(whatif, probe)
+    if whatif.workers.endpoints:  # real workers: a model may be loaded with them
+        from qwencli.rpc.threads import quiet_idle_threads
+
+        quiet_idle_threads()
     if not whatif.workers.is_empty():
         from dataclasses import replace
 

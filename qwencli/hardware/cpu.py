@@ -365,9 +365,11 @@ def default_threads(physical_cores: int | None, *, cgroup_root: Path | None = No
     """Physical cores, capped by the CPUs this process may use (affinity, cgroup quota).
 
     Logical (SMT) siblings add nothing to a memory-bound decode, and llama.cpp's spinning
-    threads on CPUs we do not really have make everything slower.
+    threads on CPUs we do not really have make everything slower. Without a probed count
+    (`qwen worker`, a bare engine load), the OS's physical count; half the logical CPUs only
+    when it gives none (a two-CPU VM without SMT would get one thread from that guess).
     """
-    count = physical_cores or max(1, (os.cpu_count() or 2) // 2)
+    count = physical_cores or _cpu_counts()[0] or max(1, (os.cpu_count() or 2) // 2)
     if hasattr(os, "sched_getaffinity"):
         with contextlib.suppress(OSError):
             count = min(count, len(os.sched_getaffinity(0)))

@@ -8,6 +8,7 @@
 - `server`: the worker, llama.cpp's RPC server in this process.
 - `runtime`: loading a model with workers (their devices first, as the plan placed them), and
   what happens when a worker is lost.
+- `threads`: how llama.cpp's CPU threads wait between graphs when processes take turns.
 
 Every module imports llama_cpp and ctypes only inside its functions.
 """

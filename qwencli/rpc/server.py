@@ -125,6 +125,9 @@ class Worker:
 
 def start(host: str, port: int, threads: int, cache_dir: Path | None) -> Worker:
     """Start serving this machine's devices on host:port; returns once it listens."""
+    from qwencli.rpc.threads import quiet_idle_threads
+
+    quiet_idle_threads()  # before llama.cpp's libraries load (rpc/threads.py)
     from qwencli.rpc import library
 
     host = check_host(host)
