@@ -12,7 +12,9 @@ What it does:
    `qwen chat -m FILE --rpc WORKERS --gpu-layers N --ctx 256 --threads T --json --max-tokens K`
    RUNS times: the real command line, loading exactly that plan.
 3. Prints per setup: decode tok/s (median of the runs, and the best) beside the plan's typical
-   estimate, the main process's peak RSS (wait4's ru_maxrss) beside the plan's host bytes, and
+   estimate, the main process's peak RSS (wait4's ru_maxrss) and peak anonymous RSS (sampled)
+   beside the plan's host bytes and host peak (loading: llama.cpp's RPC client copies each
+   tensor it sends into a message), and
    per worker the plan's bytes and its peak (`peak_bytes`: while loading, the worker holds a
    tensor twice, as received and as stored) beside its peak RSS growth (VmHWM at the end less
    VmRSS when it was ready).
@@ -22,6 +24,11 @@ count its CPU constants are fitted at), which is the default of `--threads` here
 process computes at a time (the layers run in turn), so each may use every core; `qwen worker`
 and `qwen chat --rpc` keep their idle threads from spinning (qwencli/rpc/threads.py), which
 is what lets three processes share two cores.
+
+The main process maps the model file and reads every tensor from it, the workers' too (it
+sends them), so its RSS counts the whole file's pages however few layers it keeps: clean
+file pages the kernel drops under pressure, not memory the process needs. Its anonymous RSS
+(KV cache, compute buffers, the CPU's repacked copies, Python) is what falls with workers.
 
 The model is built in a child process: a child started from a large parent inherits the
 parent's peak RSS through exec (Linux keeps ru_maxrss across it), which would inflate the main
@@ -39,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,10 +93,22 @@ def plan_of(model: Path, endpoints: list[str]) -> dict:
     return json.loads(done.stdout)
 
 
+def _rss_parts(pid: int) -> tuple[int, int] | None:
+    """(RssAnon, RssFile) of a running process, bytes; None once it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    found = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in lines
+             if line.startswith(("RssAnon:", "RssFile:"))}
+    return found.get("RssAnon", 0), found.get("RssFile", 0)
+
+
 def chat_once(model: Path, endpoints: list[str], tokens: int, seed: int,
-              threads: int) -> tuple[dict, int]:
-    """One one-shot answer: (its JSON document, the process's own peak RSS in bytes, from
-    os.wait4 on its pid)."""
+              threads: int) -> tuple[dict, int, int]:
+    """One one-shot answer: (its JSON document, the process's own peak RSS in bytes from
+    os.wait4 on its pid, and its peak anonymous RSS, sampled every 20 ms: the part that is not
+    the model file's mapped pages)."""
     env = {**os.environ, "NO_COLOR": "1", "QWEN_NOLOG": "1"}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(
@@ -97,14 +117,28 @@ def chat_once(model: Path, endpoints: list[str], tokens: int, seed: int,
              "--seed", str(seed),
              "--temperature", "1.0", "--ctx", "256", *_placement(endpoints), PROMPT],
             cwd=REPO, env=env, stdout=out, stderr=err)
+        anon_peak = 0
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal anon_peak
+            while not done.wait(0.02):
+                parts = _rss_parts(process.pid)
+                if parts is not None:
+                    anon_peak = max(anon_peak, parts[0])
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         _, status, usage = os.wait4(process.pid, 0)
+        done.set()
+        sampler.join()
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         if process.returncode != 0:
             raise SystemExit(f"qwen chat failed ({process.returncode}): "
                              f"{err.read().decode().strip()}")
-        return json.loads(out.read()), usage.ru_maxrss * 1024
+        return json.loads(out.read()), usage.ru_maxrss * 1024, anon_peak
 
 
 def run_setup(model: Path, n_workers: int, runs: int, tokens: int, threads: int) -> dict:
@@ -113,13 +147,14 @@ def run_setup(model: Path, n_workers: int, runs: int, tokens: int, threads: int)
         endpoints = [w.endpoint for w in started]
         plan = plan_of(model, endpoints)
         ready = {w.pid: rss_bytes(w.pid) for w in started}
-        speeds, peaks = [], []
+        speeds, peaks, anon_peaks = [], [], []
         for run in range(runs):
-            document, peak = chat_once(model, endpoints, tokens, run + 1, threads)
+            document, peak, anon = chat_once(model, endpoints, tokens, run + 1, threads)
             if document["usage"]["completion_tokens"] < tokens:
                 continue  # stopped early (an end-of-turn token): not a full decode run
             speeds.append(document["timings"]["decode_tok_s"])
             peaks.append(peak)
+            anon_peaks.append(anon)
         worker_peaks = [_vm_hwm(w.pid) for w in started]
     by_name = {d["name"]: d for d in plan["memory"]["devices"]}
     planned = [by_name.get(f"RPC0[{e}]", {}) for e in endpoints]
@@ -134,6 +169,9 @@ def run_setup(model: Path, n_workers: int, runs: int, tokens: int, threads: int)
         "network_share": plan["speed"].get("network_share"),
         "main_peak_rss_bytes": max(peaks) if peaks else None,
         "main_planned_bytes": plan["memory"]["host_bytes"],
+        "main_planned_peak_bytes": plan["memory"]["host_peak_bytes"],
+        "main_peak_anon_bytes": max(anon_peaks) if anon_peaks else None,
+
         "worker_layers": [d.get("layers") for d in planned],
         "worker_planned_bytes": [d.get("bytes") for d in planned],
         "worker_planned_peak_bytes": [d.get("peak_bytes") for d in planned],
@@ -145,6 +183,12 @@ def run_setup(model: Path, n_workers: int, runs: int, tokens: int, threads: int)
 
 def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:.0f}"
+
+
+def _main_memory(row: dict) -> str:
+    measured = "/".join(_mib(row[k]) for k in ("main_peak_rss_bytes", "main_peak_anon_bytes"))
+    planned = "/".join(_mib(row[k]) for k in ("main_planned_bytes", "main_planned_peak_bytes"))
+    return f"{measured}, {planned}"
 
 
 def main() -> None:
@@ -165,7 +209,7 @@ def main() -> None:
           f"{args.runs} runs per setup")
     rows = [run_setup(model, n, args.runs, args.tokens, args.threads) for n in (0, 1, 2)]
     print(f"{'setup':<10} {'tok/s med':>9} {'best':>6} {'estimate':>8} "
-          f"{'main peak/plan MiB':>18}  workers: layers, plan MiB, plan peak MiB, "
+          f"{'main: peak/anon, plan/peak MiB':>30}  workers: layers, plan MiB, plan peak MiB, "
           "peak RSS growth MiB")
     for row in rows:
         label = "local" if not row["workers"] else f"{row['workers']} worker" + (
@@ -179,7 +223,7 @@ def main() -> None:
         ) or "-"
         print(f"{label:<10} {med if med is None else f'{med:.1f}':>9} "
               f"{best if best is None else f'{best:.1f}':>6} {row['estimate_tok_s']:>8.1f} "
-              f"{_mib(row['main_peak_rss_bytes']) + '/' + _mib(row['main_planned_bytes']):>18}"
+              f"{_main_memory(row):>30}"
               f"  {per_worker}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

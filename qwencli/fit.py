@@ -290,6 +290,14 @@ def worker_cpu_compute(shape: ModelShape, ubatch: int, holds_layers: bool,
     return compute + (4 * shape.n_vocab if holds_output else 0)
 
 
+def worker_largest_tensor(shape: ModelShape, layers: Sequence[LayerShape],
+                          holds_output: bool) -> int:
+    """The largest tensor loaded onto a worker: the output matrix, or a layer's largest
+    matrix, taken as a third of the layer (the three FFN matrices hold most of it)."""
+    largest = max((layer.weight_bytes for layer in layers), default=0) // 3
+    return max(largest, shape.output_bytes if holds_output else 0)
+
+
 def worker_load_peak(shape: ModelShape, layers: Sequence[LayerShape], weights: int,
                      holds_output: bool) -> int:
     """What a worker's CPU holds at most while a model loads onto it. llama.cpp's RPC server
@@ -299,8 +307,8 @@ def worker_load_peak(shape: ModelShape, layers: Sequence[LayerShape], weights: i
     three FFN matrices hold most of it). Measured on loopback: a worker holding only the output
     layer of a Qwen3-0.6B-shaped file peaked at 250 MiB for a 122 MiB matrix (plan: 243 MiB).
     A worker's GPU receives into host memory, outside the device's budget: not counted."""
-    largest_layer_matrix = max((layer.weight_bytes for layer in layers), default=0) // 3
-    return max(2 * shape.output_bytes if holds_output else 0, weights + largest_layer_matrix)
+    return max(2 * shape.output_bytes if holds_output else 0,
+               weights + worker_largest_tensor(shape, layers, False))
 
 
 @dataclass(frozen=True)
@@ -529,6 +537,7 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
 
     # Devices: a compute buffer on each GPU that holds layers; the output layer on the last.
     device_plans: list[DevicePlan] = []
+    device_layers: list[list[LayerShape]] = []  # the layers each device plan holds
     fitted = True
     if gpus and ngl:
         # A device's buffers are reserved for a micro-batch, which llama.cpp caps at n_ctx
@@ -556,6 +565,7 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
         position = 0
         for g, gpu in enumerate(gpus):
             taken = gpu_layers[position:position + counts[g]]
+            device_layers.append([shape.layers[i] for i in taken])
             position += counts[g]
             holds_output = g == len(gpus) - 1
             weights = sum(shape.layers[i].weight_bytes - moved.get(i, 0) for i in taken)
@@ -580,7 +590,12 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
     if unified:
         # One pool: what the local GPU holds is also taken from the host budget.
         host_budget -= sum(device.bytes for device in device_plans if device.worker is None)
-    host_plan = DevicePlan(-1, "host", len(host_layers), host_budget, host_breakdown)
+    # llama.cpp's RPC client copies each tensor it sends into a message of its own: the host
+    # holds the largest tensor sent to a worker once more while loading.
+    sent = [worker_largest_tensor(shape, device_layers[g], d.layers > len(device_layers[g]))
+            for g, d in enumerate(device_plans) if d.worker is not None]
+    host_plan = DevicePlan(-1, "host", len(host_layers), host_budget, host_breakdown,
+                           load_peak=host_breakdown.total + max(sent, default=0) if sent else 0)
     return host_plan, device_plans, fitted
 
 

@@ -183,6 +183,7 @@ def plan_document(p: Plan) -> dict[str, Any]:
         "tight": is_tight(p),
         "memory": {
             "host_bytes": p.host_bytes,
+            "host_peak_bytes": p.host.peak_bytes,
             "host_budget_bytes": p.host.budget_bytes,
             "unified_pool": p.unified_pool,
             "devices": [{"index": d.index, "name": d.name, "bytes": d.bytes,

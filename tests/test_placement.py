@@ -178,6 +178,11 @@ def test_a_cpu_worker_holding_only_the_output_layer_peaks_at_twice_it_while_load
     hw3, budget3 = with_workers(hw, dataclasses.replace(small, bandwidth=hw.memory.bandwidth))
     tight = plan(s, hw3, budget3, Options(ctx=4096, n_gpu_layers=1))
     assert not tight.fits  # its final bytes would fit; the load peak does not
+    # The main process copies each tensor it sends into a message: its peak holds the
+    # largest one (here the output matrix) once more.
+    assert p.host.load_peak == p.host.bytes + s.output_bytes
+    alone = plan(s, hw, plan_budget(hw), Options(ctx=4096))
+    assert alone.host.load_peak == 0 and alone.host.peak_bytes == alone.host.bytes
 
 
 def test_network_seconds_count_bytes_round_trip_and_hand_off() -> None:
