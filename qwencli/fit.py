@@ -1055,6 +1055,13 @@ def _across_machines(shape: ModelShape, hw: Hardware, budget: Budget, opts: Opti
                 ngl = 0  # nothing offloaded: every layer on the local CPU
             speed = estimate_speed(shape, hw, host, plans, opts, calibration)
             options.append((ngl, host, plans, fits, speed))
+        if fill is not None and opts.n_gpu_layers is None:
+            # A split of a set with workers that leaves them empty is this machine alone, but
+            # not the plan it gets alone (the set with no worker gives that one): not a choice.
+            options = [o for o in options
+                       if any(p.worker is not None and p.layers for p in o[2])]
+            if not options:
+                continue
         fastest = max(option[4].typical for option in options)
         ngl, host, plans, fits, speed = max(
             options, key=lambda o: (o[3], o[4].typical >= ROOM_SPEED_SHARE * fastest,

@@ -213,16 +213,21 @@ def is_tight(p: Plan) -> bool:
     """Whether a fitting plan leaves less than max(5 % of the budget, 256 MiB) spare where
     running out hurts: the host's RAM (on a unified machine, the whole pool), and a GPU that
     holds the whole model. A partly offloaded plan fills its GPUs by design (the budget keeps
-    llama.cpp's 1 GiB margin, and one layer fewer makes room), so those are not counted."""
+    llama.cpp's 1 GiB margin, and one layer fewer makes room), so those are not counted; nor are
+    workers, which a plan across machines fills the same way (each keeps its own margin), and
+    what they hold is not in this machine's pool."""
     if not p.fits:
         return False
-    device_bytes = sum(d.bytes for d in p.devices)
+    local = [d for d in p.devices if d.worker is None]
+    device_bytes = sum(d.bytes for d in local)
     host_budget = p.host.budget_bytes + (device_bytes if p.unified_pool else 0)
     if _tight_at(p.host.budget_bytes - p.host.bytes, host_budget):
         return True
-    whole = p.devices and p.n_gpu_layers >= p.n_layers + 1 and not p.moe_cpu_layers
+    on_workers = any(d.layers for d in p.devices if d.worker is not None)
+    whole = local and p.n_gpu_layers >= p.n_layers + 1 and not p.moe_cpu_layers \
+        and not on_workers
     return bool(whole) and any(_tight_at(d.budget_bytes - d.bytes, d.budget_bytes)
-                               for d in p.devices)
+                               for d in local)
 
 
 def _ctx_label(ctx: int) -> str:
@@ -459,6 +464,56 @@ def rank(catalog: Catalog, hw: Hardware, budget: Budget, *, use: str = "chat",
                  plan_for(c.spec, c.quant, hw, budget, c.plan.ctx, calibration), c.speed,
                  round(c.score, 2), _reasons(c, rejected, catalog, use, min_speed),
                  below_floor, c.tight) for c in ordered]
+
+
+def _uses_workers(p: Plan) -> bool:
+    return any(d.worker is not None and d.layers for d in p.devices)
+
+
+def workers_pick(catalog: Catalog, hw: Hardware, budget: Budget, *, use: str = "chat",
+                 ctx: int | None = None, min_speed: float | None = None,
+                 think: bool | None = None,
+                 calibration: SpeedCalibration | None = None) -> Pick | None:
+    """What the workers add: the best (model, quant) that runs across them, reaches the speed
+    floor and does not fit this machine alone, ranked as `rank` ranks; None without workers or
+    when nothing needs them.
+
+    `rank` puts it first only when it is the best overall; when a pick that fits this machine
+    alone scores higher (a smaller quant of the same model runs faster), the person still sees
+    what the cluster would buy, and at what speed."""
+    if not hw.workers:
+        return None
+    from dataclasses import replace
+
+    from qwencli.hardware.budget import plan_budget
+
+    alone_hw = replace(hw, workers=())
+    alone_budget = plan_budget(alone_hw)
+    floor = DEFAULT_MIN_SPEED if min_speed is None else min_speed
+    best: Candidate | None = None
+    key = _tier_key(use)
+    for spec in catalog.models(use):
+        model_use = _use_for(spec, use)
+        model_ctx = ctx if ctx is not None else min(DEFAULT_CTX[model_use], spec.context_max)
+        for quant in spec.quants:
+            candidate = _consider(catalog, spec, quant, hw, budget, model_ctx, floor, model_use,
+                                  think, calibration)
+            if candidate.rejected is not None or not _uses_workers(candidate.plan):
+                continue
+            if best is not None and key(candidate) <= key(best):
+                continue
+            alone = plan(shape_from_catalog(spec, candidate.quant), alone_hw, alone_budget,
+                         Options(ctx=model_ctx), find_usable_ctx=False)
+            if not alone.fits:
+                best = candidate
+    if best is None:
+        return None
+    reasons = _reasons(best, (), catalog, use, floor)
+    return Pick(best.spec, best.quant, use,
+                plan_for(best.spec, best.quant, hw, budget, best.plan.ctx, calibration),
+                best.speed, round(best.score, 2),
+                (*reasons, "does not fit this machine alone at this context: it needs the "
+                           "workers"), False, best.tight)
 
 
 def plan_for(spec: ModelSpec, qf: QuantFile, hw: Hardware, budget: Budget, ctx: int,

@@ -387,8 +387,27 @@ def llama_args(result: FitResult) -> list[str]:
     return args
 
 
+def _pick_document(pick: Pick, rank: int | None) -> dict[str, Any]:
+    return {
+        "rank": rank,
+        "model": pick.spec.id,
+        "name": pick.spec.name,
+        "quant": pick.quant.quant,
+        "use": pick.use,
+        "score": pick.score,
+        "speed_tok_s": round(pick.speed, 1),
+        "below_speed_floor": pick.below_floor,
+        "tight": pick.tight,
+        "reasons": list(pick.reasons),
+        "file": {"repo": pick.quant.repo, "files": list(pick.quant.files),
+                 "size_bytes": pick.quant.size_bytes, "approx": pick.quant.approx},
+        **{k: v for k, v in plan_document(pick.plan).items() if k not in ("model", "quant")},
+    }
+
+
 def recommend_document(picks: Sequence[Pick], hw: Hardware, budget: Budget, use: str,
-                       ctx: int | None, min_speed: float) -> dict[str, Any]:
+                       ctx: int | None, min_speed: float,
+                       with_workers: Pick | None = None) -> dict[str, Any]:
     return {
         "use": use,
         "ctx": ctx,
@@ -409,30 +428,14 @@ def recommend_document(picks: Sequence[Pick], hw: Hardware, budget: Budget, use:
                           "gpu_offload": hw.llama_cpp.gpu_offload},
             "workers": [worker_document(w) for w in hw.workers],
         },
-        "picks": [
-            {
-                "rank": number,
-                "model": pick.spec.id,
-                "name": pick.spec.name,
-                "quant": pick.quant.quant,
-                "use": pick.use,
-                "score": pick.score,
-                "speed_tok_s": round(pick.speed, 1),
-                "below_speed_floor": pick.below_floor,
-                "tight": pick.tight,
-                "reasons": list(pick.reasons),
-                "file": {"repo": pick.quant.repo, "files": list(pick.quant.files),
-                         "size_bytes": pick.quant.size_bytes, "approx": pick.quant.approx},
-                **{k: v for k, v in plan_document(pick.plan).items()
-                   if k not in ("model", "quant")},
-            }
-            for number, pick in enumerate(picks, 1)
-        ],
+        "picks": [_pick_document(pick, number) for number, pick in enumerate(picks, 1)],
+        # the best pick that needs the workers (--rpc / --rpc-whatif), when the first does not
+        "with_workers": None if with_workers is None else _pick_document(with_workers, None),
     }
 
 
 def recommend_sections(picks: Sequence[Pick], hw: Hardware, use: str, ctx: int | None,
-                       min_speed: float) -> list[Section]:
+                       min_speed: float, with_workers: Pick | None = None) -> list[Section]:
     ctx_note = _ctx_text(ctx) if ctx else "the use case's default"
     machine = "this machine" if hw.source == "probed" else hw.source
     title = (f"Best Qwen models for {use} on {machine} ({ctx_note} context, "
@@ -442,43 +445,57 @@ def recommend_sections(picks: Sequence[Pick], hw: Hardware, use: str, ctx: int |
             "nothing fits at that context and speed; try a shorter --ctx, a lower "
             "--min-speed, or see `qwen fit MODEL` for one model's plan",))]
     header = ("#", "model", "quant", "ctx", "placement", "memory", "tok/s", "score")
-    table = []
-    for number, pick in enumerate(picks, 1):
-        p = pick.plan
-        if any(d.worker is not None and d.layers for d in p.devices):
-            remote = sum(d.bytes for d in p.devices if d.worker is not None)
-            local = sum(d.bytes for d in p.devices if d.worker is None) + p.host_bytes
-            memory = f"{format_bytes(local)} here + {format_bytes(remote)} workers"
-            used = sum(1 for d in p.devices if d.worker is not None and d.layers)
-            placement = f"{p.n_gpu_layers}/{p.n_layers + 1} on devices, {used} worker" + (
-                "s" if used > 1 else "")
-        elif p.devices:
-            gpu_bytes = sum(d.bytes for d in p.devices)
-            memory = f"{format_bytes(gpu_bytes)} GPU + {format_bytes(p.host_bytes)} RAM"
-            placement = f"{p.n_gpu_layers}/{p.n_layers + 1} GPU"
-            if p.moe_cpu_layers:
-                placement = f"GPU, experts {p.moe_cpu_layers}/{p.n_layers} CPU"
-        else:
-            memory = f"{format_bytes(p.host_bytes)} RAM"
-            placement = "CPU"
-        if pick.tight:
-            memory += " tight"
-        table.append((str(number), pick.spec.id, pick.quant.quant, _ctx_text(p.ctx), placement,
-                      memory, f"{p.speed.typical:.0f} ({p.speed.low:.0f}-{p.speed.high:.0f})",
-                      f"{pick.score:.1f}"))
+    table = [_pick_row(str(number), pick) for number, pick in enumerate(picks, 1)]
     floor_note = (f"nothing here reaches {min_speed:g} tok/s: these are the best of what runs",) \
         if picks[0].below_floor else ()
     source = f"speed: {speed_source_text(picks[0].plan)}"
     sections = [Section(title, header=header, table=tuple(table), notes=(*floor_note, source))]
-    top = picks[0]
+    sections.append(_why(f"Why {picks[0].spec.id} {picks[0].quant.quant}", picks[0], hw))
+    if with_workers is not None and (with_workers.spec.id, with_workers.quant.quant) != (
+            picks[0].spec.id, picks[0].quant.quant):
+        sections.append(Section(
+            f"What the workers add: {with_workers.spec.id} {with_workers.quant.quant}",
+            header=header, table=(_pick_row("+", with_workers),),
+            notes=(f"the best pick that does not fit this machine alone; it scores "
+                   f"{with_workers.score:.1f} against {picks[0].score:.1f} for "
+                   f"{picks[0].spec.id} {picks[0].quant.quant}",)))
+        sections.append(_why(f"Why {with_workers.spec.id} {with_workers.quant.quant} "
+                             "with the workers", with_workers, hw))
+    return sections
+
+
+def _why(title: str, pick: Pick, hw: Hardware) -> Section:
     where = ()
     if hw.workers:
-        where = (f"- where it runs: {placement_text(top.plan)}",
-                 f"- speed: {speed_text(top.plan)}")
-    sections.append(Section(f"Why {top.spec.id} {top.quant.quant}",
-                            notes=(*(f"- {reason}" for reason in top.reasons), *where,
-                                   f"next: qwen pull {top.spec.id}:{top.quant.quant}")))
-    return sections
+        where = (f"- where it runs: {placement_text(pick.plan)}",
+                 f"- speed: {speed_text(pick.plan)}")
+    return Section(title, notes=(*(f"- {reason}" for reason in pick.reasons), *where,
+                                 f"next: qwen pull {pick.spec.id}:{pick.quant.quant}"))
+
+
+def _pick_row(number: str, pick: Pick) -> tuple[str, ...]:
+    p = pick.plan
+    if any(d.worker is not None and d.layers for d in p.devices):
+        remote = sum(d.bytes for d in p.devices if d.worker is not None)
+        local = sum(d.bytes for d in p.devices if d.worker is None) + p.host_bytes
+        memory = f"{format_bytes(local)} here + {format_bytes(remote)} workers"
+        used = sum(1 for d in p.devices if d.worker is not None and d.layers)
+        placement = f"{p.n_gpu_layers}/{p.n_layers + 1} on devices, {used} worker" + (
+            "s" if used > 1 else "")
+    elif any(d.worker is None for d in p.devices):  # a local GPU (workers hold nothing)
+        gpu_bytes = sum(d.bytes for d in p.devices)
+        memory = f"{format_bytes(gpu_bytes)} GPU + {format_bytes(p.host_bytes)} RAM"
+        placement = f"{p.n_gpu_layers}/{p.n_layers + 1} GPU"
+        if p.moe_cpu_layers:
+            placement = f"GPU, experts {p.moe_cpu_layers}/{p.n_layers} CPU"
+    else:
+        memory = f"{format_bytes(p.host_bytes)} RAM"
+        placement = "CPU"
+    if pick.tight:
+        memory += " tight"
+    return (number, pick.spec.id, pick.quant.quant, _ctx_text(p.ctx), placement, memory,
+            f"{p.speed.typical:.0f} ({p.speed.low:.0f}-{p.speed.high:.0f})",
+            f"{pick.score:.1f}")
 
 
 def models_document(models: Sequence[ModelSpec]) -> dict[str, Any]:

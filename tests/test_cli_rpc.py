@@ -94,6 +94,28 @@ def test_recommend_picks_a_larger_model_with_workers() -> None:
     assert "workers" in words.splitlines()[2]  # the table's memory column
 
 
+def test_recommend_says_what_the_workers_add_when_the_top_pick_fits_alone() -> None:
+    """On a 64 GB M3 Max the best chat pick fits the machine alone; two 64 GB workers add a
+    larger file of it that does not, shown with its placement in words and in JSON."""
+    alone = json.loads(run("recommend", *M3, "--json").stdout)
+    assert alone["with_workers"] is None  # no workers: nothing to add
+    cluster = run("recommend", *M3, "--rpc-whatif", "64GB,64GB", "--link", "10gbe", "--json")
+    assert cluster.exit_code == 0, cluster.stderr
+    added = json.loads(cluster.stdout)["with_workers"]
+    top_alone = alone["picks"][0]
+    assert added["file"]["size_bytes"] > top_alone["file"]["size_bytes"] * 1.2
+    assert added["fits"] is True and added["rank"] is None
+    assert any(d["kind"] == "worker" and d["layers"] for d in added["memory"]["devices"])
+    assert added["speed_tok_s"] >= 10  # it reaches the floor
+    fit_alone = run("fit", f"{added['model']}:{added['quant']}", *M3, "--json")
+    assert json.loads(fit_alone.stdout)["fits"] is False  # it needs the workers
+    words = run("recommend", *M3, "--rpc-whatif", "64GB,64GB", "--link", "10gbe").stdout
+    section = words[words.index("What the workers add:"):]
+    assert f"{added['model']} {added['quant']}" in section.splitlines()[0]
+    assert "where it runs:" in section and "what-if worker 1" in section
+    assert "does not fit this machine alone" in section
+
+
 def test_print_llama_args_names_real_workers() -> None:
     def probe(endpoint: str, timeout: float) -> tuple[Worker, ...]:
         return (Worker(endpoint, 0, f"RPC0[{endpoint}]", "NVIDIA GeForce RTX 4090",

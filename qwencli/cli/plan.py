@@ -76,19 +76,23 @@ def recommend(
     """
     from qwencli import output, reports
     from qwencli.catalog import load_catalog
-    from qwencli.recommend import DEFAULT_MIN_SPEED, rank
+    from qwencli.recommend import DEFAULT_MIN_SPEED, rank, workers_pick
 
     _check_use(use)
     finite("--min-speed", min_speed)
     hardware, budget = machine(whatif)
-    picks = rank(load_catalog(), hardware, budget, use=use, ctx=ctx, min_speed=min_speed,
-                 top=top, think=think,
-                 calibration=speed_calibration(hardware, whatif))
+    catalog = load_catalog()
+    calibration = speed_calibration(hardware, whatif)
+    picks = rank(catalog, hardware, budget, use=use, ctx=ctx, min_speed=min_speed, top=top,
+                 think=think, calibration=calibration)
+    added = workers_pick(catalog, hardware, budget, use=use, ctx=ctx, min_speed=min_speed,
+                         think=think, calibration=calibration) if picks else None
     floor = DEFAULT_MIN_SPEED if min_speed is None else min_speed
     if json_output:
-        output.print_json(reports.recommend_document(picks, hardware, budget, use, ctx, floor))
+        output.print_json(reports.recommend_document(picks, hardware, budget, use, ctx, floor,
+                                                     added))
     else:
-        output.print_report(reports.recommend_sections(picks, hardware, use, ctx, floor))
+        output.print_report(reports.recommend_sections(picks, hardware, use, ctx, floor, added))
 
 
 @command(app, "fit")
