@@ -105,6 +105,7 @@ def test_recommend_says_what_the_workers_add_when_the_top_pick_fits_alone() -> N
     top_alone = alone["picks"][0]
     assert added["file"]["size_bytes"] > top_alone["file"]["size_bytes"] * 1.2
     assert added["fits"] is True and added["rank"] is None
+    assert added["tight"] is False  # a worker filled to its own margin is filled by design
     assert any(d["kind"] == "worker" and d["layers"] for d in added["memory"]["devices"])
     assert added["speed_tok_s"] >= 10  # it reaches the floor
     fit_alone = run("fit", f"{added['model']}:{added['quant']}", *M3, "--json")

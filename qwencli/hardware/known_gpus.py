@@ -65,6 +65,8 @@ _ENTRY = {
     "cpu_performance_cores": Field("int", minimum=1),
     "cpu_features": Field("strs", blank=False),
     "os": Field("str", choices=("linux", "darwin", "windows")),
+    # what the chip's CPU cores can draw, when less than the chip's bandwidth (optional)
+    "cpu_bandwidth_gbs": Field("number", above=0),
 }
 _SOC_KEYS = ("cpu_model", "cpu_arch", "cpu_cores", "cpu_features", "os")
 _TABLE = {"gpu": Field("tables", required=True, sub=_ENTRY)}
@@ -88,6 +90,8 @@ class KnownGpu:
     gpu_cores: tuple[int, ...] = ()  # Apple: the GPU core counts this entry stands for
     cpu: Cpu | None = None  # a system on a chip's CPU (Apple M-series, Jetson), else None
     os: str | None = None  # the OS such a machine runs ("darwin" for Apple)
+    # what the chip's CPU cores can draw (Apple Max/Ultra: about half the chip's), else None
+    cpu_bandwidth_bytes_per_s: int | None = None
 
     @property
     def bandwidth_gbs(self) -> float:
@@ -191,6 +195,12 @@ def _entry(path: Path, key: str, raw: dict[str, Any]) -> KnownGpu:
     if soc and not unified:
         raise tomlfile.error(path, f"{key}.cpu_model",
                              "only a unified GPU (a system on a chip) brings a CPU")
+    if "cpu_bandwidth_gbs" in raw and not soc:
+        raise tomlfile.error(path, f"{key}.cpu_bandwidth_gbs",
+                             "only a system on a chip (with its CPU keys) has a CPU bandwidth")
+    if raw.get("cpu_bandwidth_gbs", 0) > raw["bandwidth_gbs"]:
+        raise tomlfile.error(path, f"{key}.cpu_bandwidth_gbs",
+                             "is more than the chip's bandwidth_gbs")
     cpu = None
     if soc:
         cores = raw["cpu_cores"]
@@ -213,6 +223,8 @@ def _entry(path: Path, key: str, raw: dict[str, Any]) -> KnownGpu:
         gpu_cores=tuple(raw.get("gpu_cores", ())),
         cpu=cpu,
         os=raw.get("os"),
+        cpu_bandwidth_bytes_per_s=round(raw["cpu_bandwidth_gbs"] * 1e9)
+        if "cpu_bandwidth_gbs" in raw else None,
     )
 
 

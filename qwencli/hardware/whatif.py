@@ -17,7 +17,9 @@ Every command that plans takes the same options; `resolve_hardware` turns them i
 * A GPU that is part of a system on a chip (Apple M-series, Jetson: the `cpu_*` keys of
   `profiles/gpus.toml`) brings its machine, not just its GPU: the chip's CPU (architecture,
   cores, performance cores, instruction sets), the OS it runs (macOS for Apple, with macOS's
-  reserve), the unified bandwidth as the RAM's, no swap, and a llama.cpp build for that CPU. So
+  reserve), the unified bandwidth as the RAM's (or what the chip's CPU cores can draw, where
+  the table gives `cpu_bandwidth_gbs`: Max and Ultra chips), no swap, and a llama.cpp build
+  for that CPU. So
   `--ram 8GB --gpu "Apple M2"` and `--hardware apple-m2-8gb` describe the same Mac and plan
   alike; this host's CPU and instruction sets never appear on another architecture. `--unified`
   without a chip assumes an M2-class Mac (the bandwidth and CPU of the base chip, "assumed").
@@ -298,6 +300,10 @@ def _on_chip(base: Hardware, whatif: WhatIf, known: KnownGpu | None, cores: int 
         soc.bandwidth.source if known is not None else "assumed",
         f"unified memory: {soc.name} specification (known-GPU table, profiles/gpus.toml)",
     )
+    if soc.cpu_bandwidth_bytes_per_s is not None:  # what its CPU cores can draw
+        bandwidth = Bandwidth(soc.cpu_bandwidth_bytes_per_s, bandwidth.source,
+                              f"{soc.name}'s CPU cores (known-GPU table, profiles/gpus.toml: "
+                              "cpu_bandwidth_gbs)")
     memory = stated_memory(total, available_bytes=None, bandwidth=bandwidth,
                            origin=f"what-if {stated}", os=soc.os)
     if known is not None:
