@@ -451,8 +451,7 @@ def recommend_sections(picks: Sequence[Pick], hw: Hardware, use: str, ctx: int |
     source = f"speed: {speed_source_text(picks[0].plan)}"
     sections = [Section(title, header=header, table=tuple(table), notes=(*floor_note, source))]
     sections.append(_why(f"Why {picks[0].spec.id} {picks[0].quant.quant}", picks[0], hw))
-    if with_workers is not None and (with_workers.spec.id, with_workers.quant.quant) != (
-            picks[0].spec.id, picks[0].quant.quant):
+    if with_workers is not None:
         sections.append(Section(
             f"What the workers add: {with_workers.spec.id} {with_workers.quant.quant}",
             header=header, table=(_pick_row("+", with_workers),),

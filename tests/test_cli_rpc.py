@@ -89,6 +89,7 @@ def test_recommend_picks_a_larger_model_with_workers() -> None:
     assert top["file"]["size_bytes"] > 4 * top_alone["file"]["size_bytes"]
     assert any(d["worker"] and d["layers"] for d in top["memory"]["devices"])
     assert len(picked["hardware"]["workers"]) == 2
+    assert picked["with_workers"] is None  # the first pick already needs the workers
     words = run("recommend", *M2, "--rpc-whatif", "64GB,64GB", "--link", "10gbe").stdout
     assert "where it runs:" in words and "what-if worker 1" in words
     assert "workers" in words.splitlines()[2]  # the table's memory column

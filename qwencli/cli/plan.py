@@ -87,6 +87,9 @@ def recommend(
                  think=think, calibration=calibration)
     added = workers_pick(catalog, hardware, budget, use=use, ctx=ctx, min_speed=min_speed,
                          think=think, calibration=calibration) if picks else None
+    if added is not None and (added.spec.id, added.quant.quant) == (picks[0].spec.id,
+                                                                     picks[0].quant.quant):
+        added = None  # the first pick already is what the workers add
     floor = DEFAULT_MIN_SPEED if min_speed is None else min_speed
     if json_output:
         output.print_json(reports.recommend_document(picks, hardware, budget, use, ctx, floor,
