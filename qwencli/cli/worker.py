@@ -51,6 +51,11 @@ def worker(
     from qwencli.paths import cache_dir
     from qwencli.rpc import server
 
+    def stop(signum: int, frame: object) -> None:
+        raise typer.Exit(EXIT_OK)
+
+    # Before the ready line: a supervisor may send SIGTERM as soon as it reads it.
+    signal.signal(signal.SIGTERM, stop)
     started = server.start(host, port, threads or default_threads(None),
                            cache if cache is not None else cache_dir() / "rpc")
     for line in reports.worker_lines(started.serving):
@@ -58,10 +63,5 @@ def worker(
     if started.serving.exposed:
         output.warn(reports.WORKER_EXPOSED_WARNING.format(endpoint=started.serving.endpoint))
     output.write(f"listening on {started.serving.endpoint}\n")
-
-    def stop(signum: int, frame: object) -> None:
-        raise typer.Exit(EXIT_OK)
-
-    signal.signal(signal.SIGTERM, stop)
     started.wait()  # returns only if llama.cpp's server stopped by itself
     raise typer.Exit(1)
