@@ -30,9 +30,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from rpc_speed import build_in_child  # noqa: E402
 
-from tests.rpc_workers import workers  # noqa: E402
-
-LONG_PROMPT = "tell me " * 280  # about 560 tokens: more than one 512-token micro-batch
+from tests.rpc_workers import LONG_PROMPT, chat_memory, workers  # noqa: E402
 
 
 def _mib(value: float) -> str:
@@ -40,8 +38,6 @@ def _mib(value: float) -> str:
 
 
 def main() -> None:
-    import pexpect
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path)
     parser.add_argument("--workers", type=int, default=2)
@@ -61,23 +57,9 @@ def main() -> None:
             raise SystemExit(f"qwen fit failed ({done.returncode}): {done.stderr.strip()}")
         devices = {d["name"]: d for d in json.loads(done.stdout)["memory"]["devices"]}
         planned = [devices[f"RPC0[{w.endpoint}]"] for w in started]
-        chat = pexpect.spawn(sys.executable, ["-m", "qwencli", "chat", "-m", str(model),
-                                              "--threads", "1", "-n", "4", *placement],
-                             cwd=str(REPO), env=env, encoding="utf-8", timeout=600)
-        try:
-            chat.expect_exact(">>> ")
-            chat.sendline("hi")
-            chat.expect_exact(">>> ")
-            short = [w.rss_growth() for w in started]
-            chat.sendline(LONG_PROMPT)
-            chat.expect_exact(">>> ")
-            long = [w.rss_growth() for w in started]
-            peaks = [w.peak_rss_growth() for w in started]
-            chat.sendline("/bye")
-            chat.expect(pexpect.EOF)
-        finally:
-            if chat.isalive():
-                chat.terminate(force=True)
+        measured = chat_memory(model, started, placement, ["hi", LONG_PROMPT], env)
+    short, long = measured.after
+    peaks = measured.peaks
     print(f"model: {model.name}; {args.workers} worker(s); --gpu-layers {args.gpu_layers} "
           f"--ctx {args.ctx}")
     print(f"{'worker':<8} {'layers':>6} {'plan MiB':>9} {'after short':>11} {'after long':>10} "

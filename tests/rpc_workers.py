@@ -205,3 +205,41 @@ def main(argv: Sequence[str]) -> Any:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+LONG_PROMPT = "tell me " * 280  # about 560 tokens: more than one 512-token micro-batch
+
+
+@dataclass(frozen=True)
+class WorkerMemory:
+    """Each worker's resident memory growth after each prompt, and its peak at the end."""
+
+    after: tuple[tuple[int, ...], ...]  # per prompt, per worker
+    peaks: tuple[int, ...]  # per worker
+
+
+def chat_memory(model: Path, started: Sequence[RunningWorker], placement: Sequence[str],
+                prompts: Sequence[str], env: dict[str, str]) -> WorkerMemory:
+    """`qwen chat -m MODEL PLACEMENT` in a pseudo-terminal: each prompt answered in turn (the
+    next sent once the prompt marker is back), each worker's RSS growth read after each."""
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "qwencli", "chat", "-m", str(model),
+                                           "--threads", "1", "--seed", "1", "-n", "4",
+                                           *placement],
+                          env=env, cwd=str(ROOT), encoding="utf-8", timeout=PROCESS_S,
+                          dimensions=(50, 250))
+    after = []
+    try:
+        child.expect_exact(">>> ")
+        for prompt in prompts:
+            child.sendline(prompt)
+            child.expect_exact(">>> ")
+            after.append(tuple(w.rss_growth() for w in started))
+        peaks = tuple(w.peak_rss_growth() for w in started)
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+    return WorkerMemory(tuple(after), peaks)

@@ -27,7 +27,14 @@ from qwencli.logs import ConversationLog
 from qwencli.rpc import library
 from tests import ceilings
 from tests.chat_process import PROMPT, terminal_env, write_tiny_qwen3
-from tests.rpc_workers import ROOT, RunningWorker, free_port, workers
+from tests.rpc_workers import (
+    LONG_PROMPT,
+    ROOT,
+    RunningWorker,
+    chat_memory,
+    free_port,
+    workers,
+)
 
 LOST_WITHIN_S = 30.0  # the bound for a lost or unreachable worker to be said
 LAYERS = 2  # as llama.cpp's n_gpu_layers: the last repeating layer and the output layer
@@ -323,7 +330,6 @@ def test_worker_host_must_be_an_ipv4_address() -> None:
 
 
 MEMORY_WITHIN = 0.05  # the bound: fit --rpc against each worker's RSS growth
-LONG_PROMPT = "tell me " * 280  # over one 512-token micro-batch: every activation is written
 
 
 @pytest.fixture(scope="module")
@@ -355,22 +361,8 @@ def test_fit_rpc_matches_what_each_worker_holds(qwen_like_model: Path, cache: Pa
     devices = {d["name"]: d for d in json.loads(done.stdout)["memory"]["devices"]}
     planned = [devices[f"RPC0[{w.endpoint}]"] for w in two]
     assert all(d["layers"] for d in planned), planned  # both workers hold part of it
-    child = pexpect.spawn(sys.executable,
-                          ["-m", "qwencli", "chat", "-m", str(qwen_like_model), "--threads",
-                           "1", "--seed", "1", "-n", "4", *placement],
-                          env=env, cwd=str(ROOT), encoding="utf-8",
-                          timeout=ceilings.PROCESS_S, dimensions=(50, 250))
-    try:
-        child.expect_exact(PROMPT)
-        child.sendline(LONG_PROMPT)
-        child.expect_exact(PROMPT)
-        growth = [w.rss_growth() for w in two]
-        peaks = [w.peak_rss_growth() for w in two]
-        child.sendline("/bye")
-        child.expect(pexpect.EOF)
-    finally:
-        if child.isalive():
-            child.terminate(force=True)
+    measured = chat_memory(qwen_like_model, two, placement, [LONG_PROMPT], env)
+    growth, peaks = measured.after[0], measured.peaks
     record_property("worker_rss_growth_bytes", growth)
     record_property("worker_peak_rss_growth_bytes", peaks)
     record_property("worker_planned_bytes", [(d["bytes"], d["peak_bytes"]) for d in planned])
