@@ -61,3 +61,19 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def data_dir() -> Path:
     """Recorded outputs (sysfs trees, sysctl text, ...) that parser tests read."""
     return DATA
+
+
+@pytest.fixture(scope="module")
+def model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen3-shaped model with the real tokenizer and chat template, written once per
+    test module (the chat, session, log and RPC tests start real `qwen chat` processes on it)."""
+    from tests.chat_process import write_tiny_qwen3
+
+    return write_tiny_qwen3(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder shared by a module's `qwen` processes, so that the RAM bandwidth is
+    measured once per module."""
+    return tmp_path_factory.mktemp("cache")

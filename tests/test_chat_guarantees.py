@@ -38,19 +38,9 @@ from qwencli.chat.session import (
 from qwencli.envvars import env_bool
 from qwencli.errors import QwenError, UsageError
 from tests import ceilings
-from tests.chat_process import PROMPT, STATUS, terminal_env, write_tiny_qwen3
+from tests.chat_process import PROMPT, STATUS, terminal_env
 
 CEILING = ceilings.PROCESS_S  # a ceiling for a marker to appear, never a pause
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_qwen3(tmp_path_factory.mktemp("guarantees"))
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")  # shared: the RAM bandwidth is measured once
 
 
 def _env(cache: Path, **extra: str) -> dict[str, str]:

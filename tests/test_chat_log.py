@@ -25,17 +25,7 @@ import pytest
 
 from qwencli.logs import ConversationLog, NewConversation, NewMessage, log_path
 from tests import ceilings, hold, spy
-from tests.chat_process import PROMPT, STATUS, terminal_env, write_tiny_qwen3
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_qwen3(tmp_path_factory.mktemp("chatlog"))
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")  # shared: the RAM bandwidth is measured once
+from tests.chat_process import PROMPT, STATUS, terminal_env
 
 
 @pytest.fixture

@@ -17,17 +17,7 @@ import pexpect
 import pytest
 
 from tests import blocked, ceilings, hold
-from tests.chat_process import PROMPT, STATUS, terminal_env, write_tiny_qwen3
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_qwen3(tmp_path_factory.mktemp("session"))
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
+from tests.chat_process import PROMPT, STATUS, terminal_env
 
 
 def spawn(model: Path, cache: Path, *args: str, held: bool = False) -> pexpect.spawn:

@@ -26,7 +26,7 @@ import pytest
 from qwencli.logs import ConversationLog
 from qwencli.rpc import library
 from tests import ceilings
-from tests.chat_process import PROMPT, terminal_env, write_tiny_qwen3
+from tests.chat_process import PROMPT, terminal_env
 from tests.rpc_workers import (
     LONG_PROMPT,
     ROOT,
@@ -48,16 +48,6 @@ def rpc_build() -> None:
     if not library.supports_rpc():
         pytest.fail("the installed llama-cpp-python has no RPC backend; "
                     f"{library.reinstall_hint()}")
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_qwen3(tmp_path_factory.mktemp("rpc"))
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture
