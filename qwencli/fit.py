@@ -276,6 +276,8 @@ class DevicePlan:
 # backend's work buffer, the server's message buffers): measured 5.0 MiB on a loopback worker
 # holding only an output layer (its RSS growth less its weights and one row of logits).
 WORKER_CLIENT_OVERHEAD = 5 * MIB
+
+
 def worker_cpu_compute(shape: ModelShape, ubatch: int, holds_layers: bool,
                        holds_output: bool) -> int:
     """What a worker's CPU touches of its compute buffer (allocated like the host's: a page is
@@ -362,6 +364,11 @@ class Plan:
     @property
     def host_bytes(self) -> int:
         return self.host.bytes
+
+    @property
+    def used_workers(self) -> tuple[DevicePlan, ...]:
+        """The workers' devices that hold layers (a plan lists unused ones with none)."""
+        return tuple(d for d in self.devices if d.worker is not None and d.layers)
 
 
 # ------------------------------------------------------------------------------------------
@@ -537,7 +544,7 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
 
     # Devices: a compute buffer on each GPU that holds layers; the output layer on the last.
     device_plans: list[DevicePlan] = []
-    device_layers: list[list[LayerShape]] = []  # the layers each device plan holds
+    largest_sent = 0  # the largest tensor sent to a worker (see the host's load peak below)
     fitted = True
     if gpus and ngl:
         # A device's buffers are reserved for a micro-batch, which llama.cpp caps at n_ctx
@@ -565,7 +572,7 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
         position = 0
         for g, gpu in enumerate(gpus):
             taken = gpu_layers[position:position + counts[g]]
-            device_layers.append([shape.layers[i] for i in taken])
+            held = [shape.layers[i] for i in taken]
             position += counts[g]
             holds_output = g == len(gpus) - 1
             weights = sum(shape.layers[i].weight_bytes - moved.get(i, 0) for i in taken)
@@ -579,9 +586,11 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
                     overhead = WORKER_CLIENT_OVERHEAD
             if holds_output:
                 weights += shape.output_bytes
-            if not gpu.gpu and gpu.worker is not None:
-                load_peak = worker_load_peak(shape, [shape.layers[i] for i in taken], weights,
-                                             holds_output)
+            if gpu.worker is not None:
+                largest_sent = max(largest_sent,
+                                   worker_largest_tensor(shape, held, holds_output))
+                if not gpu.gpu:
+                    load_peak = worker_load_peak(shape, held, weights, holds_output)
             device_plans.append(DevicePlan(gpu.index, gpu.name, len(taken) + holds_output,
                                            gpu.budget,
                                            Breakdown(weights, kv, gpu_compute, 0, overhead),
@@ -592,10 +601,8 @@ def _memory(shape: ModelShape, hw: Hardware, budget: Budget, opts: Options,
         host_budget -= sum(device.bytes for device in device_plans if device.worker is None)
     # llama.cpp's RPC client copies each tensor it sends into a message of its own: the host
     # holds the largest tensor sent to a worker once more while loading.
-    sent = [worker_largest_tensor(shape, device_layers[g], d.layers > len(device_layers[g]))
-            for g, d in enumerate(device_plans) if d.worker is not None]
     host_plan = DevicePlan(-1, "host", len(host_layers), host_budget, host_breakdown,
-                           load_peak=host_breakdown.total + max(sent, default=0) if sent else 0)
+                           load_peak=host_breakdown.total + largest_sent if largest_sent else 0)
     return host_plan, device_plans, fitted
 
 

@@ -179,7 +179,7 @@ def describe_prior(spec: ModelSpec, use: str, prior: float, figure: QualityFigur
 
 
 def _placement(p: Plan) -> str:
-    workers = [d for d in p.devices if d.worker is not None and d.layers]
+    workers = p.used_workers
     if workers:
         local = p.n_gpu_layers - sum(d.layers for d in workers)
         here = p.n_layers + 1 - p.n_gpu_layers + local
@@ -466,17 +466,13 @@ def rank(catalog: Catalog, hw: Hardware, budget: Budget, *, use: str = "chat",
                  below_floor, c.tight) for c in ordered]
 
 
-def _uses_workers(p: Plan) -> bool:
-    return any(d.worker is not None and d.layers for d in p.devices)
-
-
 def workers_pick(catalog: Catalog, hw: Hardware, budget: Budget, *, use: str = "chat",
                  ctx: int | None = None, min_speed: float | None = None,
-                 think: bool | None = None,
-                 calibration: SpeedCalibration | None = None) -> Pick | None:
+                 think: bool | None = None, calibration: SpeedCalibration | None = None,
+                 first: Pick | None = None) -> Pick | None:
     """What the workers add: the best (model, quant) that runs across them, reaches the speed
-    floor and does not fit this machine alone, ranked as `rank` ranks; None without workers or
-    when nothing needs them.
+    floor and does not fit this machine alone, ranked as `rank` ranks; None without workers,
+    when nothing needs them, or when it is `first` (rank's first pick) already.
 
     `rank` puts it first only when it is the best overall; when a pick that fits this machine
     alone scores higher (a smaller quant of the same model runs faster), the person still sees
@@ -498,7 +494,7 @@ def workers_pick(catalog: Catalog, hw: Hardware, budget: Budget, *, use: str = "
         for quant in spec.quants:
             candidate = _consider(catalog, spec, quant, hw, budget, model_ctx, floor, model_use,
                                   think, calibration)
-            if candidate.rejected is not None or not _uses_workers(candidate.plan):
+            if candidate.rejected is not None or not candidate.plan.used_workers:
                 continue
             if best is not None and key(candidate) <= key(best):
                 continue
@@ -506,7 +502,8 @@ def workers_pick(catalog: Catalog, hw: Hardware, budget: Budget, *, use: str = "
                          Options(ctx=model_ctx), find_usable_ctx=False)
             if not alone.fits:
                 best = candidate
-    if best is None:
+    if best is None or (first is not None and (best.spec.id, best.quant.quant) == (
+            first.spec.id, first.quant.quant)):
         return None
     reasons = _reasons(best, (), catalog, use, floor)
     return Pick(best.spec, best.quant, use,

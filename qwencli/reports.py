@@ -267,7 +267,7 @@ def speed_text(p: Plan) -> str:
     text = (f"about {p.speed.typical:.0f} tok/s decoding ({p.speed.low:.0f}-"
             f"{p.speed.high:.0f}, full to empty context; bound by {p.speed.bottleneck}), "
             f"prompt about {p.speed.prompt_tok_s:.0f} tok/s")
-    if any(d.worker is not None and d.layers for d in p.devices):
+    if p.used_workers:
         limit = p.speed.limited_by or p.speed.bottleneck
         text += (f"; the network takes {network_share(p):.0%} of each token "
                  f"({p.speed.network_s * 1e3:.1f} ms); limited by "
@@ -474,11 +474,11 @@ def _why(title: str, pick: Pick, hw: Hardware) -> Section:
 
 def _pick_row(number: str, pick: Pick) -> tuple[str, ...]:
     p = pick.plan
-    if any(d.worker is not None and d.layers for d in p.devices):
+    if p.used_workers:
         remote = sum(d.bytes for d in p.devices if d.worker is not None)
         local = sum(d.bytes for d in p.devices if d.worker is None) + p.host_bytes
         memory = f"{format_bytes(local)} here + {format_bytes(remote)} workers"
-        used = sum(1 for d in p.devices if d.worker is not None and d.layers)
+        used = len(p.used_workers)
         placement = f"{p.n_gpu_layers}/{p.n_layers + 1} on devices, {used} worker" + (
             "s" if used > 1 else "")
     elif any(d.worker is None for d in p.devices):  # a local GPU (workers hold nothing)

@@ -618,7 +618,8 @@ class Engine:
              verbose: bool = False) -> Engine:
         """Load `path` exactly as `plan` says. Raises EngineError (OutOfMemoryError) with the
         reason llama.cpp gave."""
-        if any(device.worker is not None for device in plan.devices):
+        with_workers = any(device.worker is not None for device in plan.devices)
+        if with_workers:
             from qwencli.rpc.threads import quiet_idle_threads
 
             quiet_idle_threads()
@@ -638,7 +639,7 @@ class Engine:
         kv_type = KV_GGML_TYPES.get(plan.kv_type, 1)
         patterns = plan.expert_overrides
         devices = None
-        if any(device.worker is not None for device in plan.devices):
+        if with_workers:
             from qwencli.rpc.runtime import plan_devices
 
             devices = plan_devices(plan)  # checks each worker answers before llama.cpp asks

@@ -86,10 +86,7 @@ def recommend(
     picks = rank(catalog, hardware, budget, use=use, ctx=ctx, min_speed=min_speed, top=top,
                  think=think, calibration=calibration)
     added = workers_pick(catalog, hardware, budget, use=use, ctx=ctx, min_speed=min_speed,
-                         think=think, calibration=calibration) if picks else None
-    if added is not None and (added.spec.id, added.quant.quant) == (picks[0].spec.id,
-                                                                     picks[0].quant.quant):
-        added = None  # the first pick already is what the workers add
+                         think=think, calibration=calibration, first=picks[0]) if picks else None
     floor = DEFAULT_MIN_SPEED if min_speed is None else min_speed
     if json_output:
         output.print_json(reports.recommend_document(picks, hardware, budget, use, ctx, floor,
